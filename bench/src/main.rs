@@ -1,0 +1,165 @@
+//! tcphub-bench: the load tool behind BENCHMARKS.md. It drives tcphub, the Node seed design,
+//! NATS, Redis and Mosquitto through the same three scenarios (idle, fanout, direct) and
+//! prints one JSON line per run; the exit status is non-zero when any message was lost,
+//! duplicated or misrouted, or any client failed to register.
+
+mod http;
+mod scenario;
+mod server;
+mod wire;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use scenario::Common;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks pushing messages to many TCP clients")]
+struct Cli {
+    /// Runtime threads for the bench itself (1 = a current-thread runtime, leaving the
+    /// other core to the server).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N registered idle clients: server memory per connection, registrations per second.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Seconds to wait after the last registration before the final memory reading.
+        #[arg(long, default_value_t = 2)]
+        settle_secs: u64,
+    },
+    /// Repeated broadcasts to N clients: time until the last client has it, CPU per message.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        /// Measured rounds.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// Unmeasured rounds first.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+    },
+    /// Sends to random clients with a fixed number in flight: rate, latency, CPU per message.
+    Direct {
+        #[command(flatten)]
+        common: Common,
+        /// Messages in flight (each sender waits for its message to arrive).
+        #[arg(long, default_value_t = 64)]
+        inflight: usize,
+        /// Messages in total.
+        #[arg(long, default_value_t = 50_000)]
+        messages: usize,
+    },
+    /// Waits until every address accepts TCP connections (a freshly started server is up).
+    Wait {
+        /// An address to wait for; repeat for several.
+        #[arg(long, required = true)]
+        addr: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 15)]
+        timeout_secs: u64,
+    },
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Idle { .. } => "idle",
+            Command::Fanout { .. } => "fanout",
+            Command::Direct { .. } => "direct",
+            Command::Wait { .. } => "wait",
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads).enable_all().build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tcphub-bench: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let scenario = cli.command.name();
+    let passed = match runtime.block_on(run(cli.command)) {
+        Ok(None) => true,
+        Ok(Some((ok, line))) => {
+            println!("{line}");
+            if !ok {
+                eprintln!("tcphub-bench: {scenario}: losses or failures, see the JSON line");
+            }
+            ok
+        }
+        Err(e) => {
+            eprintln!("tcphub-bench: {scenario}: {e:#}");
+            false
+        }
+    };
+    // Exit without dropping the runtime: thousands of subscriber tasks never finish on their
+    // own, and the kernel closes their sockets faster than tearing them down one by one.
+    std::process::exit(if passed { 0 } else { 1 });
+}
+
+/// Runs one command; scenarios return whether they passed and their JSON line.
+async fn run(command: Command) -> Result<Option<(bool, Value)>> {
+    let scenario = command.name();
+    let (common, (ok, results)) = match command {
+        Command::Wait { addr, timeout_secs } => {
+            wait_for(&addr, Duration::from_secs(timeout_secs)).await?;
+            return Ok(None);
+        }
+        Command::Idle { common, settle_secs } => {
+            server::raise_open_files_limit()?;
+            let outcome = scenario::idle(&common, Duration::from_secs(settle_secs)).await?;
+            (common, outcome)
+        }
+        Command::Fanout { common, rounds, warmup } => {
+            server::raise_open_files_limit()?;
+            let outcome = scenario::fanout(&common, rounds, warmup).await?;
+            (common, outcome)
+        }
+        Command::Direct { common, inflight, messages } => {
+            server::raise_open_files_limit()?;
+            let outcome = scenario::direct(&common, inflight, messages).await?;
+            (common, outcome)
+        }
+    };
+    let mut line = json!({
+        "scenario": scenario,
+        "target": common.target,
+        "clients": common.clients,
+        "payload_bytes": common.payload_bytes,
+        "ok": ok,
+    });
+    line.as_object_mut().expect("an object").extend(results.as_object().expect("an object").clone());
+    Ok(Some((ok, line)))
+}
+
+async fn wait_for(addrs: &[SocketAddr], patience: Duration) -> Result<()> {
+    let deadline = Instant::now() + patience;
+    for addr in addrs {
+        loop {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => bail!("{addr} not accepting after {patience:?}: {e}"),
+                // Polling is the only signal a separate server process gives us.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    Ok(())
+}

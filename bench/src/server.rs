@@ -1,0 +1,58 @@
+//! What the bench reads about the server process from /proc: resident memory and CPU time.
+
+use anyhow::{bail, Context, Result};
+
+/// The server process under test.
+#[derive(Clone, Copy)]
+pub struct ServerProcess {
+    pid: u32,
+}
+
+impl ServerProcess {
+    /// Watches process `pid`.
+    pub fn new(pid: u32) -> Result<Self> {
+        let process = ServerProcess { pid };
+        process.rss_kib().with_context(|| format!("server pid {pid} is not readable in /proc"))?;
+        Ok(process)
+    }
+
+    /// Resident set size (`VmRSS` of /proc/<pid>/status) in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
+        Ok(line.split_whitespace().nth(1).context("empty VmRSS line")?.parse()?)
+    }
+
+    /// User plus system CPU time of every thread, dead or alive (utime + stime of /proc/<pid>/stat).
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // The command name may contain spaces and parentheses; the fields follow the last ')'.
+        let Some((_, fields)) = stat.rsplit_once(')') else { bail!("malformed /proc/{}/stat", self.pid) };
+        let fields: Vec<&str> = fields.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat(5); `fields` starts at field 3.
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        Ok(ticks as f64 / clock_ticks_per_second())
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks as f64
+}
+
+/// Lifts this process's soft open-files limit to its hard limit: the bench holds one socket per client.
+pub fn raise_open_files_limit() -> Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            bail!("setrlimit: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
