@@ -1,0 +1,67 @@
+//! `POST /broadcast`: push one message to every live client.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::problem::{Problem, SendBody};
+use super::{ApiError, AppState};
+
+/// What a broadcast reached.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"id": "m42", "recipients": 3, "queued": 3, "dropped": 0}))]
+pub struct BroadcastResult {
+    /// The message id, as the clients receive it.
+    pub id: String,
+    /// Live clients when it was sent.
+    pub recipients: usize,
+    /// Clients that accepted it (written at once or queued).
+    pub queued: usize,
+    /// Clients whose queue was full.
+    pub dropped: usize,
+}
+
+/// Push a message to every live client.
+///
+/// The message is serialized once. `202` means queued on each live socket, not
+/// yet read by the clients.
+#[utoipa::path(
+    post,
+    path = "/broadcast",
+    tag = "clients",
+    request_body(
+        description = "`{\"message\": <any JSON>}`, or any text/plain body (sent as a string)",
+        content(
+            (serde_json::Value = "application/json", example = json!({"message": {"led": "on"}})),
+            (String = "text/plain", example = "hello everyone")
+        )
+    ),
+    responses(
+        (status = 202, description = "Queued for every live client", body = BroadcastResult),
+        (status = 400, description = "`invalid_body`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`message_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn broadcast(
+    State(state): State<AppState>,
+    SendBody(message): SendBody,
+) -> Result<(StatusCode, Json<BroadcastResult>), ApiError> {
+    let registry = state.registry.clone();
+    // A large fan-out is seconds-long CPU work in the worst case; keep it off the
+    // async workers so other requests and connections stay responsive.
+    let report = tokio::task::spawn_blocking(move || registry.broadcast(&message))
+        .await
+        .map_err(|_| ApiError::Draining)?;
+    let result = BroadcastResult {
+        id: report.id,
+        recipients: report.recipients,
+        queued: report.queued,
+        dropped: report.dropped,
+    };
+    Ok((StatusCode::ACCEPTED, Json(result)))
+}

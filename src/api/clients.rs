@@ -1,0 +1,238 @@
+//! `GET /clients`, `GET|DELETE /clients/{name}` and `POST /clients/{name}/send`.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::protocol::ByeReason;
+use crate::registry::{Client, ListQuery};
+use crate::time_format::rfc3339;
+
+use super::problem::{Problem, SendBody};
+use super::{ApiError, AppState};
+
+/// Largest page `GET /clients` returns.
+const MAX_LIMIT: usize = 10_000;
+/// Page size when none is asked for.
+const DEFAULT_LIMIT: usize = 1000;
+
+/// A live TCP client.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "id": "c7", "name": "Client-1", "peer": "127.0.0.1:50312",
+    "connectedAt": "2026-11-25T18:40:30.123Z", "lastActiveAt": "2026-11-25T18:40:33.125Z",
+    "framesIn": 2, "framesOut": 1, "bytesIn": 141, "bytesOut": 55, "queueLen": 0, "dropped": 0
+}))]
+pub struct ClientView {
+    /// Session id, unique for the process.
+    pub id: String,
+    /// Registered name; null until the client sends `sync`.
+    pub name: Option<String>,
+    /// Remote address, `ip:port`.
+    pub peer: String,
+    /// When it connected (RFC 3339, UTC).
+    pub connected_at: String,
+    /// When it last sent a frame, or connected (RFC 3339, UTC).
+    pub last_active_at: String,
+    /// Frames received from it.
+    pub frames_in: u64,
+    /// Frames written to it.
+    pub frames_out: u64,
+    /// Bytes received from it.
+    pub bytes_in: u64,
+    /// Bytes written to it.
+    pub bytes_out: u64,
+    /// Frames waiting in its outbound queue.
+    pub queue_len: usize,
+    /// Pushed messages dropped because its queue was full.
+    pub dropped: u64,
+}
+
+impl From<&Client> for ClientView {
+    fn from(client: &Client) -> ClientView {
+        let stats = client.stats();
+        ClientView {
+            id: client.id(),
+            name: client.name().map(|name| name.to_string()),
+            peer: client.peer().to_string(),
+            connected_at: rfc3339(client.connected_at()),
+            last_active_at: rfc3339(client.last_active_at()),
+            frames_in: stats.frames_in.load(Ordering::Relaxed),
+            frames_out: stats.frames_out.load(Ordering::Relaxed),
+            bytes_in: stats.bytes_in.load(Ordering::Relaxed),
+            bytes_out: stats.bytes_out.load(Ordering::Relaxed),
+            queue_len: client.queue_len(),
+            dropped: stats.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A page of live clients.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClientList {
+    /// Clients matching the filters, on all pages.
+    pub total: usize,
+    /// This page, oldest connection first.
+    pub clients: Vec<ClientView>,
+}
+
+/// Filters and paging for `GET /clients`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page size, 0 to 10000 (default 1000).
+    #[param(minimum = 0, maximum = 10000)]
+    pub limit: Option<usize>,
+    /// Matches to skip (default 0).
+    #[param(minimum = 0)]
+    pub offset: Option<usize>,
+    /// Only clients whose name starts with this.
+    pub prefix: Option<String>,
+    /// Only named (`true`) or unnamed (`false`) clients.
+    pub named: Option<bool>,
+}
+
+/// A pushed message was queued.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"id": "m43", "queued": 1}))]
+pub struct Queued {
+    /// The message id, as the client receives it.
+    pub id: String,
+    /// Always 1: the one client's queue.
+    pub queued: usize,
+}
+
+/// List live clients, oldest first.
+#[utoipa::path(
+    get,
+    path = "/clients",
+    tag = "clients",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of live clients", body = ClientList),
+        (status = 400, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<ClientList>, ApiError> {
+    let Query(params) = params.map_err(|err| ApiError::InvalidQuery(err.body_text()))?;
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit > MAX_LIMIT {
+        return Err(ApiError::InvalidQuery(format!(
+            "limit must be at most {MAX_LIMIT}"
+        )));
+    }
+    let query = ListQuery {
+        prefix: params.prefix,
+        named: params.named,
+        offset: params.offset.unwrap_or(0),
+        limit,
+    };
+    let (total, page) = state.registry.list(&query);
+    let clients = page
+        .iter()
+        .map(|client| ClientView::from(client.as_ref()))
+        .collect();
+    Ok(Json(ClientList { total, clients }))
+}
+
+/// One live client by name.
+#[utoipa::path(
+    get,
+    path = "/clients/{name}",
+    tag = "clients",
+    params(("name" = String, Path, description = "The client's registered name")),
+    responses(
+        (status = 200, description = "The client", body = ClientView),
+        (status = 400, description = "`invalid_path`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`client_not_found`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_one(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<ClientView>, ApiError> {
+    let name = path_name(name)?;
+    let client = state
+        .registry
+        .get(&name)
+        .ok_or(ApiError::ClientNotFound(name))?;
+    Ok(Json(ClientView::from(client.as_ref())))
+}
+
+/// Push a message to one client by name.
+///
+/// `202` means queued on the client's live socket, not yet read by the client.
+#[utoipa::path(
+    post,
+    path = "/clients/{name}/send",
+    tag = "clients",
+    params(("name" = String, Path, description = "The client's registered name")),
+    request_body(
+        description = "`{\"message\": <any JSON>}`, or any text/plain body (sent as a string)",
+        content(
+            (serde_json::Value = "application/json", example = json!({"message": {"led": "on"}})),
+            (String = "text/plain", example = "hello Client-1")
+        )
+    ),
+    responses(
+        (status = 202, description = "Queued for the client", body = Queued),
+        (status = 400, description = "`invalid_body` or `invalid_path`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`client_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`message_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`client_backlogged`: its queue is full, nothing was queued", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn send(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    SendBody(message): SendBody,
+) -> Result<(StatusCode, Json<Queued>), ApiError> {
+    let name = path_name(name)?;
+    let id = state
+        .registry
+        .send_to(&name, &message)
+        .map_err(|err| ApiError::from_send(err, &name))?;
+    Ok((StatusCode::ACCEPTED, Json(Queued { id, queued: 1 })))
+}
+
+/// Disconnect a client: it gets `bye` `kicked` after what is already queued.
+#[utoipa::path(
+    delete,
+    path = "/clients/{name}",
+    tag = "clients",
+    params(("name" = String, Path, description = "The client's registered name")),
+    responses(
+        (status = 204, description = "Disconnected"),
+        (status = 400, description = "`invalid_path`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`client_not_found`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn kick(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let name = path_name(name)?;
+    state
+        .registry
+        .kick(&name, ByeReason::Kicked)
+        .map_err(|err| ApiError::from_send(err, &name))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn path_name(name: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    name.map(|Path(name)| name)
+        .map_err(|err| ApiError::InvalidPath(err.body_text()))
+}

@@ -1,0 +1,234 @@
+//! Errors of the HTTP API as RFC 9457 problem details, and the body extractor
+//! for pushed messages (JSON or plain text, size-checked).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use crate::registry::SendError;
+
+use super::AppState;
+
+/// Room for the `{"message": ...}` envelope around a JSON message.
+const ENVELOPE_BYTES: usize = 1024;
+
+/// An RFC 9457 problem document with the machine-readable `code` extension.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:tcphub:problem:client_not_found",
+    "title": "Client not found",
+    "status": 404,
+    "detail": "no live client is named \"Client-9\"",
+    "code": "client_not_found"
+}))]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:tcphub:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// The machine-readable reason.
+    pub code: String,
+}
+
+/// Every way an API request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No live client has the name.
+    #[error("no live client is named {0:?}")]
+    ClientNotFound(String),
+    /// The client's queue is full.
+    #[error("the queue of client {0:?} is full; nothing was queued")]
+    ClientBacklogged(String),
+    /// The message exceeds `--max-message-bytes`.
+    #[error("the message is larger than {0} bytes")]
+    MessageTooLarge(usize),
+    /// The body could not be read as a send body.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// Neither `application/json` nor `text/plain`.
+    #[error("send bodies are application/json ({{\"message\": ...}}) or text/plain")]
+    UnsupportedMediaType,
+    /// A query parameter is malformed or out of range.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// A path parameter could not be decoded.
+    #[error("{0}")]
+    InvalidPath(String),
+    /// Missing or wrong bearer token.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// The hub is shutting down.
+    #[error("the hub is shutting down")]
+    Draining,
+    /// No such route.
+    #[error("no such endpoint")]
+    NotFound,
+    /// The route exists but not with this method.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+}
+
+impl ApiError {
+    /// Status, code and title of each kind of error: the one place they are decided.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::ClientNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "client_not_found",
+                "Client not found",
+            ),
+            ApiError::ClientBacklogged(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "client_backlogged",
+                "Client queue full",
+            ),
+            ApiError::MessageTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message_too_large",
+                "Message too large",
+            ),
+            ApiError::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body", "Invalid body"),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+            ),
+            ApiError::InvalidQuery(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_query", "Invalid query")
+            }
+            ApiError::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path", "Invalid path"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", "Shutting down"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
+        }
+    }
+
+    /// The problem document for this error.
+    pub fn problem(&self) -> Problem {
+        let (status, code, title) = self.parts();
+        Problem {
+            kind: format!("urn:tcphub:problem:{code}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code: code.to_owned(),
+        }
+    }
+
+    /// Maps a registry refusal for the client `name`.
+    pub fn from_send(err: SendError, name: &str) -> ApiError {
+        match err {
+            SendError::NotFound => ApiError::ClientNotFound(name.to_owned()),
+            SendError::Backlogged => ApiError::ClientBacklogged(name.to_owned()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, ApiError::Unauthorized) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A message to push, from a JSON `{"message": ...}` body or a `text/plain` body.
+#[derive(Debug)]
+pub struct SendBody(pub Value);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    message: &'a RawValue,
+}
+
+impl FromRequest<AppState> for SendBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<SendBody, ApiError> {
+        let max = state.config.max_message_bytes;
+        let kind = BodyKind::of(&request)?;
+        let limit = match kind {
+            BodyKind::Json => max + ENVELOPE_BYTES,
+            BodyKind::Text => max,
+        };
+        let body = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|_| ApiError::MessageTooLarge(max))?;
+        match kind {
+            BodyKind::Text => text_message(body),
+            BodyKind::Json => json_message(&body, max),
+        }
+    }
+}
+
+enum BodyKind {
+    Json,
+    Text,
+}
+
+impl BodyKind {
+    fn of(request: &Request) -> Result<BodyKind, ApiError> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Ok(BodyKind::Json),
+            "text/plain" => Ok(BodyKind::Text),
+            _ => Err(ApiError::UnsupportedMediaType),
+        }
+    }
+}
+
+fn text_message(body: Bytes) -> Result<SendBody, ApiError> {
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::InvalidBody("a text/plain body must be UTF-8".into()))?;
+    Ok(SendBody(Value::String(text)))
+}
+
+fn json_message(body: &[u8], max: usize) -> Result<SendBody, ApiError> {
+    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|err| {
+        ApiError::InvalidBody(format!("expected {{\"message\": <any JSON>}}: {err}"))
+    })?;
+    if envelope.message.get().len() > max {
+        return Err(ApiError::MessageTooLarge(max));
+    }
+    let message = serde_json::from_str(envelope.message.get())
+        .map_err(|err| ApiError::InvalidBody(err.to_string()))?;
+    Ok(SendBody(message))
+}

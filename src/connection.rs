@@ -1,0 +1,252 @@
+//! One task per TCP connection: it reads and answers the client's frames and
+//! flushes whatever the client's outbox could not write at once.
+//!
+//! While a client is idle its task holds no buffer: reads go through a stack
+//! buffer and only the unfinished tail of a frame is kept. Every way the hub ends
+//! a connection (kick, rename, full queue, idle, shutdown, oversize frame) is a
+//! `bye` queued on the outbox, so this task has one way out: flush, within the
+//! grace period, then close.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+use tracing::{debug, info};
+
+use crate::codec::{Decoded, FrameDecoder};
+use crate::protocol::{ByeReason, ClientFrame, ErrorCode, FrameError, HubFrame, validate_name};
+use crate::registry::{Admission, Client, Registry, SyncError};
+
+/// Bytes read from the socket per read call (a stack buffer, not held while idle).
+const READ_CHUNK: usize = 8192;
+/// Reads per wake-up before yielding to other connections.
+const READS_PER_WAKE: usize = 8;
+/// How long a closing connection waits for the client to close its side, so the
+/// kernel does not reset the connection before the client has read the `bye`.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Per-connection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Longest inbound frame.
+    pub max_frame_bytes: usize,
+    /// How long closing may spend flushing.
+    pub grace: Duration,
+}
+
+/// Serves one accepted connection until it ends.
+pub async fn serve(
+    registry: Registry,
+    socket: TcpStream,
+    peer: SocketAddr,
+    limits: ConnectionLimits,
+) {
+    let mut registration = match registry.connect(peer, Some(socket)) {
+        Admission::Admitted(registration) => registration,
+        Admission::Refused(client) => {
+            info!(session = %client.id(), %peer, reason = ?client.outbox().closing(), "connection refused");
+            close(&registry, &client, limits.grace).await;
+            return;
+        }
+    };
+    let client = Arc::clone(registration.client());
+    info!(session = %client.id(), %peer, "client connected");
+    if let Err(err) = read_and_flush(&registry, &client, limits).await {
+        debug!(session = %client.id(), %err, "connection failed");
+        registration.ended_by_error();
+    }
+    close(&registry, &client, limits.grace).await;
+    let reason = client
+        .outbox()
+        .closing()
+        .map_or("closed", ByeReason::as_str);
+    info!(session = %client.id(), %peer, name = ?client.name(), reason, "client disconnected");
+}
+
+/// Runs the connection until the peer closes it or the hub queues its `bye`.
+async fn read_and_flush(
+    registry: &Registry,
+    client: &Arc<Client>,
+    limits: ConnectionLimits,
+) -> io::Result<()> {
+    let Some(socket) = client.socket() else {
+        return Ok(());
+    };
+    let mut decoder = FrameDecoder::new(limits.max_frame_bytes);
+    // True while queued frames wait for the socket to accept more bytes.
+    let mut blocked = false;
+    while client.outbox().closing().is_none() {
+        tokio::select! {
+            () = client.outbox().woken() => blocked = !flush(registry, client, socket)?,
+            ready = socket.writable(), if blocked => {
+                ready?;
+                blocked = !flush(registry, client, socket)?;
+            }
+            ready = socket.readable() => {
+                ready?;
+                if read_frames(registry, client, socket, &mut decoder)? == Flow::PeerClosed {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes queued frames; true when the queue is empty.
+fn flush(registry: &Registry, client: &Client, socket: &TcpStream) -> io::Result<bool> {
+    let (drained, written) = client.outbox().flush(socket)?;
+    registry.record_written_for(client, written);
+    Ok(drained)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    PeerClosed,
+}
+
+/// Reads what the socket holds and handles every complete frame.
+fn read_frames(
+    registry: &Registry,
+    client: &Arc<Client>,
+    socket: &TcpStream,
+    decoder: &mut FrameDecoder,
+) -> io::Result<Flow> {
+    let mut buf = [0u8; READ_CHUNK];
+    for _ in 0..READS_PER_WAKE {
+        let n = match socket.try_read(&mut buf) {
+            Ok(0) => return Ok(Flow::PeerClosed),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) => return Err(err),
+        };
+        let mut frames = 0;
+        decoder.feed(&buf[..n], |decoded| match decoded {
+            Decoded::Frame(value) => {
+                frames += 1;
+                on_frame(registry, client, value);
+            }
+            Decoded::InvalidJson(detail) => {
+                reply_error(
+                    registry,
+                    client,
+                    &FrameError::new(ErrorCode::InvalidJson, detail),
+                );
+            }
+            Decoded::TooLarge => {
+                client.outbox().close(ByeReason::FrameTooLarge);
+            }
+        });
+        registry.record_inbound(client, frames, n as u64);
+        if client.outbox().closing().is_some() {
+            break;
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// Acts on one decoded value from the client.
+fn on_frame(registry: &Registry, client: &Arc<Client>, value: Value) {
+    let frame = match ClientFrame::from_value(value) {
+        Ok(frame) => frame,
+        Err(refusal) => return reply_error(registry, client, &refusal),
+    };
+    match frame {
+        ClientFrame::Sync {
+            client_name,
+            message,
+        } => on_sync(registry, client, &client_name, message),
+        ClientFrame::Info { message } => {
+            debug!(session = %client.id(), name = ?client.name(), %message, "info from client");
+            registry.client_message(client, message);
+        }
+        ClientFrame::Ping => {
+            registry.reply(client, &HubFrame::Pong.encode());
+        }
+        ClientFrame::Ack { id } => registry.client_acked(client, id),
+    }
+}
+
+fn on_sync(registry: &Registry, client: &Arc<Client>, name: &str, message: Option<Value>) {
+    if let Err(refusal) = validate_name(name) {
+        return reply_error(registry, client, &refusal);
+    }
+    match registry.sync(client, name) {
+        Ok(()) => {
+            let id = client.id();
+            info!(session = %id, name, "client named");
+            debug!(session = %id, message = ?message, "sync message");
+            let welcome = HubFrame::Welcome {
+                id: &id,
+                client_name: name,
+            };
+            registry.reply(client, &welcome.encode());
+        }
+        Err(SyncError::NameTaken) => {
+            let detail = format!("the name {name:?} is held by another connection");
+            reply_error(
+                registry,
+                client,
+                &FrameError::new(ErrorCode::NameTaken, detail),
+            );
+        }
+        Err(SyncError::Closing) => {}
+    }
+}
+
+fn reply_error(registry: &Registry, client: &Client, refusal: &FrameError) {
+    let frame = HubFrame::Error {
+        code: refusal.code,
+        detail: &refusal.detail,
+    };
+    registry.reply(client, &frame.encode());
+}
+
+/// Flushes what is queued (the `bye` last) within `grace`, then closes the socket.
+async fn close(registry: &Registry, client: &Client, grace: Duration) {
+    let Some(socket) = client.socket() else {
+        return;
+    };
+    let deadline = Instant::now() + grace;
+    loop {
+        match flush(registry, client, socket) {
+            Ok(true) => break,
+            Ok(false) => {
+                if !matches!(timeout_at(deadline, socket.writable()).await, Ok(Ok(()))) {
+                    break;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+    // Send FIN after the last frame, then let the client close first, so that
+    // unread inbound bytes do not turn the close into a reset that loses the bye.
+    if SockRef::from(socket).shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let _ = timeout_at(Instant::now() + LINGER, discard_until_eof(socket)).await;
+}
+
+async fn discard_until_eof(socket: &TcpStream) {
+    while socket.readable().await.is_ok() {
+        match discard_available(socket) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// One read into a throwaway stack buffer, kept out of the async state so the
+/// connection future stays small.
+fn discard_available(socket: &TcpStream) -> io::Result<usize> {
+    let mut buf = [0u8; 1024];
+    socket.try_read(&mut buf)
+}

@@ -1,0 +1,133 @@
+//! tcphub: devices and programs hold raw TCP connections to the hub, and other
+//! systems reach them over HTTP.
+//!
+//! A tour of the crate, from the wire inwards:
+//! - [`protocol`]: the JSON frames of the TCP side and the name rules.
+//! - [`codec`]: bytes to JSON values, whatever the framing (none, newlines, splits).
+//! - [`outbox`]: one client's bounded outbound queue and direct socket writes.
+//! - [`registry`]: the live clients, the name index, sends, broadcasts and kicks;
+//!   the single source of [`events`] and the owner of [`metrics`].
+//! - [`connection`] and [`tcp`]: one task per socket, and the accept loop.
+//! - [`api`]: the HTTP API over the registry.
+//! - [`Hub`]: wires them together and runs both listeners until shutdown.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod events;
+pub mod metrics;
+pub mod outbox;
+pub mod protocol;
+pub mod registry;
+pub mod tcp;
+mod time_format;
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use config::Config;
+pub use registry::Registry;
+
+use connection::ConnectionLimits;
+
+/// Longest pause between idle-timeout sweeps.
+const IDLE_SWEEP_MAX: Duration = Duration::from_secs(1);
+
+/// A tcphub instance: the registry plus the settings to serve it.
+#[derive(Debug)]
+pub struct Hub {
+    config: Arc<Config>,
+    registry: Registry,
+}
+
+impl Hub {
+    /// A hub with an empty registry.
+    pub fn new(config: Config) -> Hub {
+        let registry = Registry::new(&config);
+        Hub {
+            config: Arc::new(config),
+            registry,
+        }
+    }
+
+    /// The hub's registry of live clients.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Serves TCP clients on `tcp` and the HTTP API on `http` until `shutdown` is
+    /// cancelled, then drains: new clients are refused, every client gets its
+    /// queued frames and `bye` `shutdown` (within the grace period), and the HTTP
+    /// API, which answers `/readyz` with 503 meanwhile, closes last.
+    pub async fn serve(
+        self,
+        tcp: TcpListener,
+        http: TcpListener,
+        shutdown: CancellationToken,
+    ) -> io::Result<()> {
+        let limits = ConnectionLimits {
+            max_frame_bytes: self.config.max_frame_bytes,
+            grace: self.config.shutdown_grace,
+        };
+        let tasks = TaskTracker::new();
+        let accepting = tokio::spawn(tcp::accept_loop(
+            tcp,
+            self.registry.clone(),
+            limits,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(timeout) = self.config.idle_timeout {
+            tokio::spawn(sweep_idle(self.registry.clone(), timeout, shutdown.clone()));
+        }
+        let http_stop = CancellationToken::new();
+        let app = api::router(api::AppState::new(
+            self.registry.clone(),
+            Arc::clone(&self.config),
+        ));
+        let http_server = tokio::spawn(
+            axum::serve(http, app)
+                .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+                .into_future(),
+        );
+
+        shutdown.cancelled().await;
+        info!("shutting down: draining clients");
+        self.registry.shut_down();
+        let _ = accepting.await;
+        tasks.close();
+        tasks.wait().await;
+        http_stop.cancel();
+        match http_server.await {
+            Ok(result) => result?,
+            Err(join) => return Err(io::Error::other(join)),
+        }
+        info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Disconnects clients that have been silent for `timeout`, until shutdown.
+async fn sweep_idle(registry: Registry, timeout: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval((timeout / 4).min(IDLE_SWEEP_MAX));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {
+                if let Some(cutoff) = SystemTime::now().checked_sub(timeout) {
+                    registry.kick_idle(cutoff);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Prometheus metrics of one hub, through prometheus-client.
+//!
+//! Each hub owns its metric registry (no process globals), so several hubs can
+//! run in one test process. Hot paths add to plain atomic counters, once per
+//! write or per broadcast rather than once per byte.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of HTTP request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The route pattern, e.g. `/clients/{name}/send`.
+    pub route: String,
+    /// The request method.
+    pub method: String,
+    /// The response status code.
+    pub status: u16,
+}
+
+/// Labels naming a reason or a scope.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The reason (a `bye` reason, `closed` or `error`) or the message scope.
+    pub reason: &'static str,
+}
+
+/// Every metric the hub exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Live TCP clients.
+    pub clients_connected: Gauge,
+    /// Live TCP clients with a name.
+    pub clients_named: Gauge,
+    /// Connections accepted since start.
+    pub connections: Counter,
+    /// Connections ended, by reason.
+    pub disconnections: Family<ReasonLabels, Counter>,
+    /// Frames received from clients.
+    pub frames_in: Counter,
+    /// Bytes received from clients.
+    pub bytes_in: Counter,
+    /// Frames written to clients.
+    pub frames_out: Counter,
+    /// Bytes written to clients.
+    pub bytes_out: Counter,
+    /// Pushed messages accepted into client queues, by scope.
+    pub messages_queued: Family<ReasonLabels, Counter>,
+    /// Pushed messages dropped because a queue was full.
+    pub messages_dropped: Counter,
+    /// Recipients per broadcast.
+    pub broadcast_fanout: Histogram,
+    /// HTTP requests by route, method and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// HTTP request latency in seconds, by route, method and status.
+    pub http_latency: Family<HttpLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::with_prefix("tcphub");
+        let metrics = Metrics {
+            clients_connected: Gauge::default(),
+            clients_named: Gauge::default(),
+            connections: Counter::default(),
+            disconnections: Family::default(),
+            frames_in: Counter::default(),
+            bytes_in: Counter::default(),
+            frames_out: Counter::default(),
+            bytes_out: Counter::default(),
+            messages_queued: Family::default(),
+            messages_dropped: Counter::default(),
+            broadcast_fanout: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            http_requests: Family::default(),
+            http_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+            }),
+            registry: Registry::default(),
+        };
+        let m = &metrics;
+        registry.register(
+            "clients_connected",
+            "Live TCP clients",
+            m.clients_connected.clone(),
+        );
+        registry.register(
+            "clients_named",
+            "Live TCP clients with a name",
+            m.clients_named.clone(),
+        );
+        registry.register(
+            "connections",
+            "TCP connections accepted",
+            m.connections.clone(),
+        );
+        registry.register(
+            "disconnections",
+            "TCP connections ended, by reason",
+            m.disconnections.clone(),
+        );
+        registry.register(
+            "frames_in",
+            "Frames received from clients",
+            m.frames_in.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "Bytes received from clients",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "frames_out",
+            "Frames written to clients",
+            m.frames_out.clone(),
+        );
+        registry.register("bytes_out", "Bytes written to clients", m.bytes_out.clone());
+        registry.register(
+            "messages_queued",
+            "Pushed messages accepted, by scope",
+            m.messages_queued.clone(),
+        );
+        registry.register(
+            "messages_dropped",
+            "Pushed messages dropped on full queues",
+            m.messages_dropped.clone(),
+        );
+        registry.register(
+            "broadcast_fanout",
+            "Recipients per broadcast",
+            m.broadcast_fanout.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            m.http_latency.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

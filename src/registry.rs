@@ -1,0 +1,655 @@
+//! The live clients: who is connected, under which name, and how to reach them.
+//!
+//! [`Registry`] is a cheap-to-clone handle over one mutex holding the clients by
+//! session id (in connection order) and a name index. It is the only way to
+//! reach a client: sends, broadcasts and kicks go through its verbs, and every
+//! change emits its event here. The lock is never held across an `.await` nor
+//! during a socket write; per-client counters are atomics updated without it.
+//! The registry does not read sockets or speak HTTP.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use crate::config::{Config, DuplicateNames, SlowConsumer};
+use crate::events::{EventBus, EventKind};
+use crate::metrics::{Metrics, ReasonLabels};
+use crate::outbox::{FrameSink, Offer, Outbox, Written};
+use crate::protocol::{ByeReason, HubFrame, Scope};
+
+/// Handle to the shared registry of live clients.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    duplicate_names: DuplicateNames,
+    max_clients: usize,
+    queue_capacity: usize,
+    slow_consumer: SlowConsumer,
+    clients: Mutex<Clients>,
+    next_session: AtomicU64,
+    next_message: AtomicU64,
+    events: EventBus,
+    metrics: Metrics,
+}
+
+#[derive(Debug, Default)]
+struct Clients {
+    /// Session numbers increase, so this map is in connection order.
+    by_session: BTreeMap<u64, Arc<Client>>,
+    by_name: HashMap<Arc<str>, u64>,
+    shutting_down: bool,
+}
+
+/// One connected TCP client as the hub sees it.
+#[derive(Debug)]
+pub struct Client {
+    session: u64,
+    peer: SocketAddr,
+    connected_at: SystemTime,
+    name: Mutex<Option<Arc<str>>>,
+    socket: Option<TcpStream>,
+    outbox: Outbox,
+    stats: ClientStats,
+}
+
+/// Per-client counters, updated without the registry lock.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// Bytes received.
+    pub bytes_in: AtomicU64,
+    /// Frames written.
+    pub frames_out: AtomicU64,
+    /// Bytes written.
+    pub bytes_out: AtomicU64,
+    /// Pushed messages dropped on a full queue.
+    pub dropped: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last frame received (or the connect).
+    pub last_active_ms: AtomicU64,
+}
+
+impl Client {
+    /// The session id, opaque and unique for the process.
+    pub fn id(&self) -> String {
+        format!("c{}", self.session)
+    }
+
+    /// The remote address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// When the connection was accepted.
+    pub fn connected_at(&self) -> SystemTime {
+        self.connected_at
+    }
+
+    /// When the client last sent a frame (or connected).
+    pub fn last_active_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.stats.last_active_ms.load(Ordering::Relaxed))
+    }
+
+    /// The registered name, if any.
+    pub fn name(&self) -> Option<Arc<str>> {
+        lock(&self.name).clone()
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    /// Frames waiting in its outbound queue.
+    pub fn queue_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Its outbound queue.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The socket, when the hub may write to it directly.
+    pub fn socket(&self) -> Option<&TcpStream> {
+        self.socket.as_ref()
+    }
+
+    /// Notes that a frame of `bytes` arrived.
+    pub fn record_inbound(&self, frames: u64, bytes: u64) {
+        self.stats.frames_in.fetch_add(frames, Ordering::Relaxed);
+        self.stats.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        self.stats
+            .last_active_ms
+            .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    fn sink(&self) -> Option<&dyn FrameSink> {
+        self.socket.as_ref().map(|socket| socket as &dyn FrameSink)
+    }
+
+    fn record_written(&self, written: Written) {
+        self.stats
+            .frames_out
+            .fetch_add(written.frames, Ordering::Relaxed);
+        self.stats
+            .bytes_out
+            .fetch_add(written.bytes, Ordering::Relaxed);
+    }
+}
+
+/// A connection the registry admitted; dropping it removes the client and emits
+/// `client.disconnected`, however the connection task ends.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Registry,
+    client: Arc<Client>,
+    ended_by_error: bool,
+}
+
+impl Registration {
+    /// The registered client.
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// Marks the connection as ended by an I/O error rather than a clean close.
+    pub fn ended_by_error(&mut self) {
+        self.ended_by_error = true;
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let reason = match self.client.outbox.closing() {
+            Some(bye) => bye.as_str(),
+            None if self.ended_by_error => "error",
+            None => "closed",
+        };
+        self.registry.remove(&self.client, reason);
+    }
+}
+
+/// The outcome of a new connection.
+#[derive(Debug)]
+pub enum Admission {
+    /// Registered (unnamed).
+    Admitted(Registration),
+    /// Refused: the client has its `bye` queued and must be closed.
+    Refused(Arc<Client>),
+}
+
+/// Why a `sync` did not register the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    /// Another connection holds it and duplicates are rejected.
+    #[error("the name is held by another connection")]
+    NameTaken,
+    /// The connection is being closed.
+    #[error("the connection is closing")]
+    Closing,
+}
+
+/// Why a message was not sent to a named client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No live client has that name.
+    #[error("no live client has that name")]
+    NotFound,
+    /// Its queue is full; nothing was queued.
+    #[error("the client's queue is full")]
+    Backlogged,
+}
+
+/// The message id and what a broadcast reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastReport {
+    /// The message id.
+    pub id: String,
+    /// Live clients when it was sent.
+    pub recipients: usize,
+    /// Clients that accepted it into their queue (or got it written at once).
+    pub queued: usize,
+    /// Clients whose queue was full.
+    pub dropped: usize,
+}
+
+/// Which clients `list` returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only names starting with this.
+    pub prefix: Option<String>,
+    /// Only named (`true`) or unnamed (`false`) clients.
+    pub named: Option<bool>,
+    /// Skip this many matches.
+    pub offset: usize,
+    /// Return at most this many.
+    pub limit: usize,
+}
+
+impl Registry {
+    /// An empty registry with the limits and policies of `config`.
+    pub fn new(config: &Config) -> Registry {
+        Registry {
+            inner: Arc::new(Inner {
+                duplicate_names: config.duplicate_names,
+                max_clients: config.max_clients,
+                queue_capacity: config.queue_capacity,
+                slow_consumer: config.slow_consumer,
+                clients: Mutex::default(),
+                next_session: AtomicU64::new(1),
+                next_message: AtomicU64::new(1),
+                events: EventBus::default(),
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    /// The hub's events.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// The hub's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Admits a new connection, unnamed, unless the hub is full or shutting down.
+    pub fn connect(&self, peer: SocketAddr, socket: Option<TcpStream>) -> Admission {
+        let now = SystemTime::now();
+        let client = Arc::new(Client {
+            session: self.inner.next_session.fetch_add(1, Ordering::Relaxed),
+            peer,
+            connected_at: now,
+            name: Mutex::new(None),
+            socket,
+            outbox: Outbox::default(),
+            stats: ClientStats {
+                last_active_ms: AtomicU64::new(unix_millis(now)),
+                ..ClientStats::default()
+            },
+        });
+        let refusal = {
+            let mut clients = self.lock();
+            if clients.shutting_down {
+                Some(ByeReason::Shutdown)
+            } else if clients.by_session.len() >= self.inner.max_clients {
+                Some(ByeReason::ServerFull)
+            } else {
+                clients
+                    .by_session
+                    .insert(client.session, Arc::clone(&client));
+                None
+            }
+        };
+        if let Some(reason) = refusal {
+            client.outbox.close(reason);
+            self.count_disconnect(reason.as_str());
+            return Admission::Refused(client);
+        }
+        self.inner.metrics.connections.inc();
+        self.inner.metrics.clients_connected.inc();
+        self.emit(&client, EventKind::Connected);
+        Admission::Admitted(Registration {
+            registry: self.clone(),
+            client,
+            ended_by_error: false,
+        })
+    }
+
+    /// Registers `name` for `client`, or renames it.
+    pub fn sync(&self, client: &Arc<Client>, name: &str) -> Result<(), SyncError> {
+        let (old_name, replaced) = {
+            let mut clients = self.lock();
+            if !clients.by_session.contains_key(&client.session) {
+                return Err(SyncError::Closing);
+            }
+            let mut current = lock(&client.name);
+            if current.as_deref() == Some(name) {
+                return Ok(());
+            }
+            let holder = clients.by_name.get(name).copied();
+            let replaced = match holder {
+                Some(_) if self.inner.duplicate_names == DuplicateNames::Reject => {
+                    return Err(SyncError::NameTaken);
+                }
+                Some(holder) => clients.remove_session(holder),
+                None => None,
+            };
+            let name: Arc<str> = Arc::from(name);
+            let old_name = current.replace(Arc::clone(&name));
+            if let Some(old) = &old_name {
+                clients.by_name.remove(old);
+            }
+            clients.by_name.insert(name, client.session);
+            self.inner
+                .metrics
+                .clients_named
+                .set(clients.by_name.len() as i64);
+            (old_name, replaced)
+        };
+        if let Some(replaced) = replaced {
+            replaced.outbox.close(ByeReason::Replaced);
+        }
+        self.emit(client, EventKind::Named { old_name });
+        Ok(())
+    }
+
+    /// The live client registered as `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Client>> {
+        let clients = self.lock();
+        let session = clients.by_name.get(name)?;
+        clients.by_session.get(session).cloned()
+    }
+
+    /// Live clients matching `query`, oldest first, and how many match in all.
+    pub fn list(&self, query: &ListQuery) -> (usize, Vec<Arc<Client>>) {
+        let clients = self.lock();
+        let prefix = query.prefix.as_deref().filter(|prefix| !prefix.is_empty());
+        if prefix.is_none() && query.named.is_none() {
+            let total = clients.by_session.len();
+            let page = clients
+                .by_session
+                .values()
+                .skip(query.offset)
+                .take(query.limit);
+            return (total, page.cloned().collect());
+        }
+        let mut total = 0;
+        let mut page = Vec::new();
+        for client in clients.by_session.values() {
+            let name = lock(&client.name);
+            let wanted = query.named.is_none_or(|named| named == name.is_some())
+                && prefix
+                    .is_none_or(|prefix| name.as_deref().is_some_and(|n| n.starts_with(prefix)));
+            if wanted {
+                if total >= query.offset && page.len() < query.limit {
+                    page.push(Arc::clone(client));
+                }
+                total += 1;
+            }
+        }
+        (total, page)
+    }
+
+    /// Live clients.
+    pub fn len(&self) -> usize {
+        self.lock().by_session.len()
+    }
+
+    /// Whether no client is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pushes `message` to the client named `name`; returns the message id.
+    pub fn send_to(&self, name: &str, message: &Value) -> Result<String, SendError> {
+        let client = self.get(name).ok_or(SendError::NotFound)?;
+        let id = self.next_message_id();
+        let frame = HubFrame::Message {
+            id: &id,
+            scope: Scope::Direct,
+            message,
+        }
+        .encode();
+        match self.offer(&client, &frame) {
+            Offer::Accepted => {
+                self.count_queued(Scope::Direct, 1);
+                Ok(id)
+            }
+            Offer::Full => {
+                self.on_full_queue(&client, &id);
+                Err(SendError::Backlogged)
+            }
+            Offer::Closing => Err(SendError::NotFound),
+        }
+    }
+
+    /// Pushes `message` to every live client, serialized once for all of them.
+    pub fn broadcast(&self, message: &Value) -> BroadcastReport {
+        let recipients: Vec<Arc<Client>> = self.lock().by_session.values().cloned().collect();
+        let id = self.next_message_id();
+        let frame = HubFrame::Message {
+            id: &id,
+            scope: Scope::Broadcast,
+            message,
+        }
+        .encode();
+        let mut report = BroadcastReport {
+            id,
+            recipients: 0,
+            queued: 0,
+            dropped: 0,
+        };
+        let mut written = Written::default();
+        for client in &recipients {
+            let (offer, client_written) =
+                client
+                    .outbox
+                    .offer(&frame, self.inner.queue_capacity, client.sink());
+            client.record_written(client_written);
+            written.frames += client_written.frames;
+            written.bytes += client_written.bytes;
+            match offer {
+                Offer::Accepted => report.queued += 1,
+                Offer::Full => {
+                    self.on_full_queue(client, &report.id);
+                    report.dropped += 1;
+                }
+                Offer::Closing => continue,
+            }
+            report.recipients += 1;
+        }
+        self.record_written(written);
+        self.count_queued(Scope::Broadcast, report.queued as u64);
+        self.inner
+            .metrics
+            .broadcast_fanout
+            .observe(report.recipients as f64);
+        report
+    }
+
+    /// Queues a frame the hub itself sends `client` (a reply); false when refused.
+    pub fn reply(&self, client: &Client, frame: &Bytes) -> bool {
+        self.offer(client, frame) == Offer::Accepted
+    }
+
+    /// Disconnects the client named `name` with a `bye`.
+    pub fn kick(&self, name: &str, reason: ByeReason) -> Result<(), SendError> {
+        let client = {
+            let mut clients = self.lock();
+            let session = clients
+                .by_name
+                .get(name)
+                .copied()
+                .ok_or(SendError::NotFound)?;
+            let client = clients.remove_session(session).ok_or(SendError::NotFound)?;
+            self.inner
+                .metrics
+                .clients_named
+                .set(clients.by_name.len() as i64);
+            client
+        };
+        client.outbox.close(reason);
+        Ok(())
+    }
+
+    /// Disconnects every client silent since before `cutoff`.
+    pub fn kick_idle(&self, cutoff: SystemTime) -> usize {
+        let cutoff = unix_millis(cutoff);
+        let idle: Vec<Arc<Client>> = {
+            let mut clients = self.lock();
+            let sessions: Vec<u64> = clients
+                .by_session
+                .values()
+                .filter(|client| client.stats.last_active_ms.load(Ordering::Relaxed) < cutoff)
+                .map(|client| client.session)
+                .collect();
+            sessions
+                .into_iter()
+                .filter_map(|session| clients.remove_session(session))
+                .collect()
+        };
+        for client in &idle {
+            client.outbox.close(ByeReason::IdleTimeout);
+        }
+        idle.len()
+    }
+
+    /// Refuses new clients from now on and queues `bye` `shutdown` for every live one.
+    pub fn shut_down(&self) {
+        let clients: Vec<Arc<Client>> = {
+            let mut clients = self.lock();
+            clients.shutting_down = true;
+            clients.by_session.values().cloned().collect()
+        };
+        for client in clients {
+            client.outbox.close(ByeReason::Shutdown);
+        }
+    }
+
+    /// Whether the hub is shutting down.
+    pub fn is_shutting_down(&self) -> bool {
+        self.lock().shutting_down
+    }
+
+    /// Publishes what a client said in an `info` frame.
+    pub fn client_message(&self, client: &Client, message: Value) {
+        self.emit(client, EventKind::Message { message });
+    }
+
+    /// Publishes a client's acknowledgement of a pushed message.
+    pub fn client_acked(&self, client: &Client, message_id: String) {
+        self.emit(client, EventKind::Acked { message_id });
+    }
+
+    /// Counts bytes and frames the connection task wrote for `client`.
+    pub fn record_written_for(&self, client: &Client, written: Written) {
+        client.record_written(written);
+        self.record_written(written);
+    }
+
+    /// Counts frames and bytes a connection received.
+    pub fn record_inbound(&self, client: &Client, frames: u64, bytes: u64) {
+        client.record_inbound(frames, bytes);
+        self.inner.metrics.frames_in.inc_by(frames);
+        self.inner.metrics.bytes_in.inc_by(bytes);
+    }
+
+    fn offer(&self, client: &Client, frame: &Bytes) -> Offer {
+        let (offer, written) = client
+            .outbox
+            .offer(frame, self.inner.queue_capacity, client.sink());
+        self.record_written_for(client, written);
+        offer
+    }
+
+    fn on_full_queue(&self, client: &Arc<Client>, message_id: &str) {
+        client.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.messages_dropped.inc();
+        self.emit(
+            client,
+            EventKind::Dropped {
+                message_id: Arc::from(message_id),
+            },
+        );
+        if self.inner.slow_consumer == SlowConsumer::Disconnect {
+            let removed = self.lock().remove_session(client.session);
+            if removed.is_some() {
+                client.outbox.close(ByeReason::SlowConsumer);
+            }
+        }
+    }
+
+    fn remove(&self, client: &Arc<Client>, reason: &'static str) {
+        {
+            let mut clients = self.lock();
+            clients.remove_session(client.session);
+            self.inner
+                .metrics
+                .clients_named
+                .set(clients.by_name.len() as i64);
+        }
+        self.inner.metrics.clients_connected.dec();
+        self.count_disconnect(reason);
+        self.emit(client, EventKind::Disconnected { reason });
+    }
+
+    fn count_disconnect(&self, reason: &'static str) {
+        self.inner
+            .metrics
+            .disconnections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    fn count_queued(&self, scope: Scope, messages: u64) {
+        let reason = match scope {
+            Scope::Direct => "direct",
+            Scope::Broadcast => "broadcast",
+        };
+        self.inner
+            .metrics
+            .messages_queued
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(messages);
+    }
+
+    fn record_written(&self, written: Written) {
+        self.inner.metrics.frames_out.inc_by(written.frames);
+        self.inner.metrics.bytes_out.inc_by(written.bytes);
+    }
+
+    fn emit(&self, client: &Client, kind: EventKind) {
+        self.inner
+            .events
+            .emit(|| (client.id(), client.name(), client.peer), kind);
+    }
+
+    fn next_message_id(&self) -> String {
+        format!(
+            "m{}",
+            self.inner.next_message.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Clients> {
+        lock(&self.inner.clients)
+    }
+}
+
+impl Clients {
+    /// Removes a session and, if it holds one, its name.
+    fn remove_session(&mut self, session: u64) -> Option<Arc<Client>> {
+        let client = self.by_session.remove(&session)?;
+        if let Some(name) = lock(&client.name).as_ref() {
+            if self.by_name.get(name) == Some(&session) {
+                self.by_name.remove(name);
+            }
+        }
+        Some(client)
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
