@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Runs the whole comparison behind BENCHMARKS.md: installs nats-server, redis-server and
+# mosquitto, builds tcphub, the load tool and the floor program, then, run after run, starts
+# each server fresh for each scenario (idle, fanout, direct), records one JSON line per
+# scenario run, and writes the median tables.
+#
+# Usage: bench/run.sh [--quick] [--runs N] [--targets "tcphub seed nats redis mqtt"]
+#   --quick   small N and one run, to try the pipeline; writes only bench/results/<stamp>/
+# Environment: TCPHUB_TARGET_DIR (cargo target dir for tcphub, default <repo>/target).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+RUNS=5 IDLE_N=19000 FANOUT_N=10000 DIRECT_N=1000 ROUNDS=50 WARMUP=5 MESSAGES=50000 INFLIGHT=64
+TARGETS="tcphub seed nats redis mqtt"
+QUICK=false
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) QUICK=true RUNS=1 IDLE_N=1000 FANOUT_N=1000 DIRECT_N=200 ROUNDS=10 WARMUP=2 MESSAGES=5000 ;;
+    --runs) RUNS=$2; shift ;;
+    --targets) TARGETS=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--runs N] [--targets LIST]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+TCP_PORT=19100 HTTP_PORT=19101
+
+echo "== installing the anchors"
+if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server redis-server mosquitto gcc >/dev/null
+command -v node >/dev/null || { echo "node is needed for the seed server" >&2; exit 1; }
+
+echo "== building"
+cargo build --release --locked --manifest-path "$HERE/Cargo.toml"
+BENCH=$HERE/target/release/tcphub-bench
+HUB_TARGET=${TCPHUB_TARGET_DIR:-$ROOT/target}
+TCPHUB=$HUB_TARGET/release/tcphub
+case " $TARGETS " in
+  *" tcphub "*) CARGO_TARGET_DIR=$HUB_TARGET cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" ;;
+esac
+mkdir -p "$HERE/target"
+gcc -O2 -Wall -o "$HERE/target/floor" "$HERE/floor.c"
+
+# Every server and the bench hold one socket per client: use the whole open-files allowance.
+ulimit -n "$(ulimit -Hn)"
+
+OUT=$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT/logs"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\n' \
+  "$TCP_PORT" >"$OUT/mosquitto.conf"
+
+SERVER_PID=
+start_server() { # target scenario run
+  local log=$OUT/logs/$1-$2-$3.log
+  case $1 in
+    tcphub) "$TCPHUB" --tcp-addr "127.0.0.1:$TCP_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
+              --max-clients 100000 >"$log" 2>&1 & ;;
+    seed) node "$HERE/seed-server/server.js" --tcp-port "$TCP_PORT" --http-port "$HTTP_PORT" >"$log" 2>&1 & ;;
+    nats) nats-server -a 127.0.0.1 -p "$TCP_PORT" >"$log" 2>&1 & ;;
+    redis) redis-server --port "$TCP_PORT" --bind 127.0.0.1 --maxclients 19900 --save '' \
+             --appendonly no --protected-mode no >"$log" 2>&1 & ;;
+    mqtt) mosquitto -c "$OUT/mosquitto.conf" >"$log" 2>&1 & ;;
+  esac
+  SERVER_PID=$!
+  local addrs=(--addr "127.0.0.1:$TCP_PORT")
+  case $1 in tcphub | seed) addrs+=(--addr "127.0.0.1:$HTTP_PORT") ;; esac
+  "$BENCH" wait "${addrs[@]}"
+}
+
+stop_server() {
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+trap '[ -z "$SERVER_PID" ] || kill -KILL "$SERVER_PID" 2>/dev/null || true' EXIT
+
+# Loopback connections live on in the kernel's connection-tracking table for 120 s after
+# they close; when it fills, connects stall silently. Wait for room before each scenario.
+pace() {
+  local count=/proc/sys/net/netfilter/nf_conntrack_count max=/proc/sys/net/netfilter/nf_conntrack_max
+  [ -r "$count" ] || return 0
+  local room=$(($(cat "$max") - 2 * IDLE_N - 10000)) waited=0
+  while [ "$(cat "$count")" -gt "$room" ] && [ $waited -lt 180 ]; do sleep 5; waited=$((waited + 5)); done
+}
+
+scenario_args() { # target scenario
+  local common=(--target "$1" --addr "127.0.0.1:$TCP_PORT" --http-addr "127.0.0.1:$HTTP_PORT" --server-pid "$SERVER_PID")
+  case $2 in
+    idle) echo idle "${common[@]}" --clients "$IDLE_N" ;;
+    fanout) echo fanout "${common[@]}" --clients "$FANOUT_N" --rounds "$ROUNDS" --warmup "$WARMUP" ;;
+    direct) echo direct "${common[@]}" --clients "$DIRECT_N" --inflight "$INFLIGHT" --messages "$MESSAGES" ;;
+  esac
+}
+
+for run in $(seq 1 "$RUNS"); do
+  echo "== run $run of $RUNS"
+  "$HERE/target/floor" "$FANOUT_N" 20 | sed "s/^{/{\"scenario\":\"floor\",\"run\":$run,/" >>"$RESULTS"
+  for target in $TARGETS; do
+    for scenario in idle fanout direct; do
+      pace
+      start_server "$target" "$scenario" "$run"
+      args=$(scenario_args "$target" "$scenario")
+      [ "$run" != 1 ] || echo "tcphub-bench $args" >>"$OUT/commands.txt"
+      # A failed run is recorded (ok=false, with its losses) and the comparison goes on.
+      line=$("$BENCH" $args 2>>"$OUT/logs/bench-errors.log") || true
+      [ -n "$line" ] || line="{\"scenario\":\"$scenario\",\"target\":\"$target\",\"ok\":false,\"error\":\"no result, see logs/bench-errors.log\"}"
+      printf '%s\n' "$line" | sed "s/^{/{\"run\":$run,/" | tee -a "$RESULTS"
+      stop_server
+    done
+  done
+done
+
+{
+  echo "{"
+  echo "\"date\": \"$(date -u +%Y-%m-%dT%H:%MZ)\","
+  echo "\"quick\": $QUICK, \"runs\": $RUNS, \"idle_clients\": $IDLE_N, \"fanout_clients\": $FANOUT_N,"
+  echo "\"direct_clients\": $DIRECT_N, \"rounds\": $ROUNDS, \"warmup\": $WARMUP, \"messages\": $MESSAGES, \"inflight\": $INFLIGHT,"
+  echo "\"nproc\": $(nproc), \"cpu\": \"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\","
+  echo "\"memory\": \"$(free -g | awk '/Mem:/ {print $2}') GiB\", \"kernel\": \"$(uname -r)\","
+  echo "\"tcphub\": \"$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)\","
+  echo "\"rustc\": \"$(rustc --version)\", \"node\": \"$(node --version)\","
+  echo "\"nats\": \"$(nats-server --version)\", \"redis\": \"$(redis-server --version | cut -d' ' -f1-3)\","
+  echo "\"mosquitto\": \"$(mosquitto -h | head -1)\""
+  echo "}"
+} >"$OUT/machine.json"
+
+python3 "$HERE/report.py" "$OUT" >"$OUT/report.md"
+if ! $QUICK; then
+  python3 "$HERE/report.py" "$OUT" --into "$ROOT/BENCHMARKS.md"
+fi
+echo "== results in $OUT (report.md)"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Smoke test of the benchmark, for CI: builds and unit-tests the load tool, then runs each
+# scenario once with 20 clients against the given tcphub binary and against the Node seed
+# server. Exits non-zero on any lost, duplicated or misrouted message or failed registration.
+# Timing figures from here mean nothing; BENCHMARKS.md comes from bench/run.sh.
+#
+# Usage: bench/smoke.sh path/to/tcphub
+set -euo pipefail
+
+TCPHUB=$(realpath "${1:?usage: $0 path/to/tcphub}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+cargo test --release --locked --manifest-path "$HERE/Cargo.toml"
+cargo build --release --locked --manifest-path "$HERE/Cargo.toml"
+BENCH=$HERE/target/release/tcphub-bench
+command -v node >/dev/null || { echo "smoke: node is needed for the seed server" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+SERVER_PID=
+trap '[ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true' EXIT
+LOGS=$(mktemp -d)
+
+for target in tcphub seed; do
+  for scenario in idle fanout direct; do
+    tcp=$(free_port) http=$(free_port)
+    case $target in
+      tcphub) "$TCPHUB" --tcp-addr "127.0.0.1:$tcp" --http-addr "127.0.0.1:$http" >"$LOGS/$target.log" 2>&1 & ;;
+      seed) node "$HERE/seed-server/server.js" --tcp-port "$tcp" --http-port "$http" >"$LOGS/$target.log" 2>&1 & ;;
+    esac
+    SERVER_PID=$!
+    "$BENCH" wait --addr "127.0.0.1:$tcp" --addr "127.0.0.1:$http"
+    common=(--target "$target" --addr "127.0.0.1:$tcp" --http-addr "127.0.0.1:$http"
+            --server-pid "$SERVER_PID" --clients 20 --timeout-secs 5)
+    case $scenario in
+      idle) "$BENCH" idle "${common[@]}" --settle-secs 0 ;;
+      fanout) "$BENCH" fanout "${common[@]}" --rounds 5 --warmup 1 ;;
+      direct) "$BENCH" direct "${common[@]}" --inflight 4 --messages 200 ;;
+    esac || { echo "smoke: $target $scenario failed; server log:" >&2; tail -20 "$LOGS/$target.log" >&2; exit 1; }
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" || true
+    SERVER_PID=
+  done
+done
+echo "bench smoke: tcphub and seed passed idle, fanout and direct"
