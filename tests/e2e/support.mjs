@@ -34,8 +34,9 @@ export class Hub {
       '--log-format', 'json',
       ...extraArgs,
     ];
-    const env = { ...process.env, RUST_LOG: 'info' };
-    delete env.TCPHUB_API_TOKEN;
+    // Settings come from the arguments alone, never from the caller's TCPHUB_* environment.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('TCPHUB_')));
+    env.RUST_LOG = 'info';
     if (token) env.TCPHUB_API_TOKEN = token;
     const child = spawn(binary, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const hub = new Hub(child, token);
