@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use scenario::Common;
+use server::{ForeignLoad, ServerProcess};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -123,19 +124,19 @@ async fn run(command: Command) -> Result<Option<(bool, Value)>> {
             return Ok(None);
         }
         Command::Idle { common, settle_secs } => {
-            server::raise_open_files_limit()?;
+            let load = watch(&common)?;
             let outcome = scenario::idle(&common, Duration::from_secs(settle_secs)).await?;
-            (common, outcome)
+            (common, with_load(outcome, &load)?)
         }
         Command::Fanout { common, rounds, warmup } => {
-            server::raise_open_files_limit()?;
+            let load = watch(&common)?;
             let outcome = scenario::fanout(&common, rounds, warmup).await?;
-            (common, outcome)
+            (common, with_load(outcome, &load)?)
         }
         Command::Direct { common, inflight, messages } => {
-            server::raise_open_files_limit()?;
+            let load = watch(&common)?;
             let outcome = scenario::direct(&common, inflight, messages).await?;
-            (common, outcome)
+            (common, with_load(outcome, &load)?)
         }
     };
     let mut line = json!({
@@ -147,6 +148,18 @@ async fn run(command: Command) -> Result<Option<(bool, Value)>> {
     });
     line.as_object_mut().expect("an object").extend(results.as_object().expect("an object").clone());
     Ok(Some((ok, line)))
+}
+
+/// Prepares a scenario run: lifts the open-files limit and starts watching foreign load.
+fn watch(common: &Common) -> Result<ForeignLoad> {
+    server::raise_open_files_limit()?;
+    ForeignLoad::start(ServerProcess::new(common.server_pid)?)
+}
+
+/// Adds the share of CPU that other processes took during the run to its results.
+fn with_load((ok, mut results): (bool, Value), load: &ForeignLoad) -> Result<(bool, Value)> {
+    results["foreign_cpu_share"] = json!(load.share()?);
+    Ok((ok, results))
 }
 
 async fn wait_for(addrs: &[SocketAddr], patience: Duration) -> Result<()> {

@@ -56,3 +56,42 @@ pub fn raise_open_files_limit() -> Result<u64> {
     }
     Ok(limit.rlim_cur)
 }
+
+/// Watches how much CPU the rest of the machine used while a scenario ran: anything but the
+/// server and the bench itself (a build, a test suite) skews every figure of that run.
+pub struct ForeignLoad {
+    server: ServerProcess,
+    started: std::time::Instant,
+    machine: f64,
+    ours: f64,
+}
+
+impl ForeignLoad {
+    /// Starts watching, alongside the server process.
+    pub fn start(server: ServerProcess) -> Result<Self> {
+        Ok(ForeignLoad {
+            server,
+            started: std::time::Instant::now(),
+            machine: machine_busy_seconds()?,
+            ours: server.cpu_seconds()? + ServerProcess { pid: std::process::id() }.cpu_seconds()?,
+        })
+    }
+
+    /// The share of the machine's CPU capacity used by other processes since `start`.
+    pub fn share(&self) -> Result<f64> {
+        let ours = self.server.cpu_seconds()? + ServerProcess { pid: std::process::id() }.cpu_seconds()? - self.ours;
+        let others = machine_busy_seconds()? - self.machine - ours;
+        let capacity = self.started.elapsed().as_secs_f64() * std::thread::available_parallelism()?.get() as f64;
+        Ok((others / capacity).max(0.0))
+    }
+}
+
+/// CPU time the whole machine spent busy (the first line of /proc/stat, less idle and iowait).
+fn machine_busy_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("empty /proc/stat")?;
+    let ticks: Vec<u64> = cpu.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    Ok(busy as f64 / clock_ticks_per_second())
+}
