@@ -34,6 +34,12 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Serve the HTTP API on a non-loopback address without a token.
     pub allow_insecure_api: bool,
+    /// Events kept for followers that reconnect or fall behind.
+    pub event_buffer: usize,
+    /// Where batches of events are POSTed.
+    pub webhook_urls: Vec<reqwest::Url>,
+    /// Key of the HMAC-SHA256 signature of webhook bodies, if any.
+    pub webhook_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -51,6 +57,9 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             api_token: None,
             allow_insecure_api: false,
+            event_buffer: 10_000,
+            webhook_urls: Vec::new(),
+            webhook_secret: None,
         }
     }
 }
@@ -70,6 +79,12 @@ pub enum ConfigError {
     /// A limit that must be positive is zero.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// A webhook URL that is not `http` or `https`.
+    #[error("--webhook-url {0} must be an http:// or https:// URL")]
+    WebhookScheme(reqwest::Url),
+    /// The webhook secret is present but empty.
+    #[error("--webhook-secret must not be empty")]
+    EmptyWebhookSecret,
 }
 
 impl Config {
@@ -83,9 +98,20 @@ impl Config {
             ("--max-message-bytes", self.max_message_bytes),
             ("--max-clients", self.max_clients),
             ("--queue-capacity", self.queue_capacity),
+            ("--event-buffer", self.event_buffer),
         ];
         if let Some((flag, _)) = positive.into_iter().find(|&(_, value)| value == 0) {
             return Err(ConfigError::Zero(flag));
+        }
+        if let Some(url) = self
+            .webhook_urls
+            .iter()
+            .find(|url| !matches!(url.scheme(), "http" | "https"))
+        {
+            return Err(ConfigError::WebhookScheme(url.clone()));
+        }
+        if self.webhook_secret.as_deref() == Some("") {
+            return Err(ConfigError::EmptyWebhookSecret);
         }
         let open_api = !self.http_addr.ip().is_loopback() && self.api_token.is_none();
         if open_api && !self.allow_insecure_api {
@@ -194,6 +220,21 @@ pub struct RunArgs {
     /// Allow the HTTP API on a non-loopback address without a token.
     #[arg(long, env = "TCPHUB_ALLOW_INSECURE_API")]
     pub allow_insecure_api: bool,
+    /// Events kept in memory for /events followers that reconnect (Last-Event-ID)
+    /// or fall behind.
+    #[arg(long, env = "TCPHUB_EVENT_BUFFER", default_value_t = 10_000)]
+    pub event_buffer: usize,
+    /// URL that receives batches of events as signed POSTs; repeat for several
+    /// (comma-separated in the environment).
+    #[arg(
+        long = "webhook-url",
+        env = "TCPHUB_WEBHOOK_URL",
+        value_delimiter = ','
+    )]
+    pub webhook_urls: Vec<reqwest::Url>,
+    /// Key for the `X-Tcphub-Signature` HMAC-SHA256 of each webhook body.
+    #[arg(long, env = "TCPHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 }
 
 impl RunArgs {
@@ -213,6 +254,9 @@ impl RunArgs {
             shutdown_grace: seconds(self.shutdown_grace),
             api_token: self.api_token.clone(),
             allow_insecure_api: self.allow_insecure_api,
+            event_buffer: self.event_buffer,
+            webhook_urls: self.webhook_urls.clone(),
+            webhook_secret: self.webhook_secret.clone(),
         }
     }
 }
@@ -269,5 +313,6 @@ mod tests {
         assert_eq!(from_cli.queue_capacity, default.queue_capacity);
         assert_eq!(from_cli.idle_timeout, None);
         assert_eq!(from_cli.shutdown_grace, default.shutdown_grace);
+        assert_eq!(from_cli.event_buffer, default.event_buffer);
     }
 }

@@ -8,12 +8,15 @@
 //! - [`registry`]: the live clients, the name index, sends, broadcasts and kicks;
 //!   the single source of [`events`] and the owner of [`metrics`].
 //! - [`connection`] and [`tcp`]: one task per socket, and the accept loop.
-//! - [`api`]: the HTTP API over the registry.
+//! - [`acks`]: sends waiting for the client's acknowledgement.
+//! - [`api`]: the HTTP API over the registry, including the event stream.
+//! - [`webhooks`]: events POSTed in signed batches to configured URLs.
 //! - [`Hub`]: wires them together and runs both listeners until shutdown.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acks;
 pub mod api;
 pub mod codec;
 pub mod config;
@@ -24,6 +27,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod registry;
 pub mod tcp;
+pub mod webhooks;
 mod time_format;
 
 use std::io;
@@ -79,6 +83,7 @@ impl Hub {
             max_frame_bytes: self.config.max_frame_bytes,
             grace: self.config.shutdown_grace,
         };
+        let webhooks = webhooks::start(&self.config, &self.registry)?;
         let tasks = TaskTracker::new();
         let accepting = tokio::spawn(tcp::accept_loop(
             tcp,
@@ -107,6 +112,10 @@ impl Hub {
         let _ = accepting.await;
         tasks.close();
         tasks.wait().await;
+        // Every client is gone and its last event emitted: followers of the
+        // event stream drain it and finish, so the HTTP server can close too.
+        self.registry.events().close();
+        webhooks.finish(self.config.shutdown_grace).await;
         http_stop.cancel();
         match http_server.await {
             Ok(result) => result?,

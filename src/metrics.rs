@@ -59,6 +59,20 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// HTTP request latency in seconds, by route, method and status.
     pub http_latency: Family<HttpLabels, Histogram>,
+    /// Events that `/events` followers fell too far behind to receive.
+    pub events_missed: Counter,
+    /// Webhook batches by outcome: `delivered` or `failed` (after the last attempt).
+    pub webhook_batches: Family<ReasonLabels, Counter>,
+    /// Webhook delivery attempts that are retried.
+    pub webhook_retries: Counter,
+    /// Events a webhook fell too far behind to send.
+    pub webhook_events_dropped: Counter,
+    /// Acks from clients for messages the hub sent.
+    pub acks: Counter,
+    /// Acks for message ids the hub never issued (ignored).
+    pub acks_unknown: Counter,
+    /// Sends that waited for an ack, by outcome: `acked`, `timeout`, `disconnected`.
+    pub ack_waits: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -80,6 +94,13 @@ impl Default for Metrics {
             http_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 4.0, 10))
             }),
+            events_missed: Counter::default(),
+            webhook_batches: Family::default(),
+            webhook_retries: Counter::default(),
+            webhook_events_dropped: Counter::default(),
+            acks: Counter::default(),
+            acks_unknown: Counter::default(),
+            ack_waits: Family::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -143,6 +164,37 @@ impl Default for Metrics {
             "http_request_duration_seconds",
             "HTTP request latency",
             m.http_latency.clone(),
+        );
+        registry.register(
+            "events_missed",
+            "Events /events followers fell too far behind to receive",
+            m.events_missed.clone(),
+        );
+        registry.register(
+            "webhook_batches",
+            "Webhook batches by outcome (delivered, failed)",
+            m.webhook_batches.clone(),
+        );
+        registry.register(
+            "webhook_retries",
+            "Webhook delivery attempts retried",
+            m.webhook_retries.clone(),
+        );
+        registry.register(
+            "webhook_events_dropped",
+            "Events webhooks fell too far behind to send",
+            m.webhook_events_dropped.clone(),
+        );
+        registry.register("acks", "Acks of pushed messages", m.acks.clone());
+        registry.register(
+            "acks_unknown",
+            "Acks for message ids the hub never issued",
+            m.acks_unknown.clone(),
+        );
+        registry.register(
+            "ack_waits",
+            "Sends that waited for an ack, by outcome",
+            m.ack_waits.clone(),
         );
         Metrics {
             registry,

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
+use crate::acks::{AckWait, PendingAcks};
 use crate::config::{Config, DuplicateNames, SlowConsumer};
 use crate::events::{EventBus, EventKind};
 use crate::metrics::{Metrics, ReasonLabels};
@@ -39,6 +40,7 @@ struct Inner {
     next_session: AtomicU64,
     next_message: AtomicU64,
     events: EventBus,
+    acks: Arc<PendingAcks>,
     metrics: Metrics,
 }
 
@@ -249,7 +251,8 @@ impl Registry {
                 clients: Mutex::default(),
                 next_session: AtomicU64::new(1),
                 next_message: AtomicU64::new(1),
-                events: EventBus::default(),
+                events: EventBus::new(config.event_buffer),
+                acks: Arc::default(),
                 metrics: Metrics::default(),
             }),
         }
@@ -397,23 +400,26 @@ impl Registry {
     pub fn send_to(&self, name: &str, message: &Value) -> Result<String, SendError> {
         let client = self.get(name).ok_or(SendError::NotFound)?;
         let id = self.next_message_id();
-        let frame = HubFrame::Message {
-            id: &id,
-            scope: Scope::Direct,
-            message,
+        self.push_direct(&client, &id, message)?;
+        Ok(id)
+    }
+
+    /// Pushes `message` to the client named `name`, like [`Registry::send_to`],
+    /// and returns a wait for the client's `ack` of it.
+    pub fn send_awaiting_ack(&self, name: &str, message: &Value) -> Result<AckWait, SendError> {
+        let client = self.get(name).ok_or(SendError::NotFound)?;
+        let number = self.inner.next_message.fetch_add(1, Ordering::Relaxed);
+        // Registered before the message can reach the client, so that no ack is missed.
+        let wait = self
+            .inner
+            .acks
+            .register(client.session, number, format!("m{number}"));
+        self.push_direct(&client, wait.id(), message)?;
+        if !self.lock().by_session.contains_key(&client.session) {
+            // It left before the wait was registered; no disconnect will end it.
+            wait.abandon();
         }
-        .encode();
-        match self.offer(&client, &frame) {
-            Offer::Accepted => {
-                self.count_queued(Scope::Direct, 1);
-                Ok(id)
-            }
-            Offer::Full => {
-                self.on_full_queue(&client, &id);
-                Err(SendError::Backlogged)
-            }
-            Offer::Closing => Err(SendError::NotFound),
-        }
+        Ok(wait)
     }
 
     /// Pushes `message` to every live client, serialized once for all of them.
@@ -529,8 +535,15 @@ impl Registry {
         self.emit(client, EventKind::Message { message });
     }
 
-    /// Publishes a client's acknowledgement of a pushed message.
+    /// Takes a client's acknowledgement of a pushed message: wakes the send
+    /// waiting for it and publishes it. Ids the hub never issued are only counted.
     pub fn client_acked(&self, client: &Client, message_id: String) {
+        let Some(number) = self.issued_message(&message_id) else {
+            self.inner.metrics.acks_unknown.inc();
+            return;
+        };
+        self.inner.metrics.acks.inc();
+        self.inner.acks.acknowledge(client.session, number);
         self.emit(client, EventKind::Acked { message_id });
     }
 
@@ -545,6 +558,31 @@ impl Registry {
         client.record_inbound(frames, bytes);
         self.inner.metrics.frames_in.inc_by(frames);
         self.inner.metrics.bytes_in.inc_by(bytes);
+    }
+
+    fn push_direct(
+        &self,
+        client: &Arc<Client>,
+        id: &str,
+        message: &Value,
+    ) -> Result<(), SendError> {
+        let frame = HubFrame::Message {
+            id,
+            scope: Scope::Direct,
+            message,
+        }
+        .encode();
+        match self.offer(client, &frame) {
+            Offer::Accepted => {
+                self.count_queued(Scope::Direct, 1);
+                Ok(())
+            }
+            Offer::Full => {
+                self.on_full_queue(client, id);
+                Err(SendError::Backlogged)
+            }
+            Offer::Closing => Err(SendError::NotFound),
+        }
     }
 
     fn offer(&self, client: &Client, frame: &Bytes) -> Offer {
@@ -582,6 +620,7 @@ impl Registry {
                 .set(clients.by_name.len() as i64);
         }
         self.inner.metrics.clients_connected.dec();
+        self.inner.acks.forget_session(client.session);
         self.count_disconnect(reason);
         self.emit(client, EventKind::Disconnected { reason });
     }
@@ -615,6 +654,13 @@ impl Registry {
         self.inner
             .events
             .emit(|| (client.id(), client.name(), client.peer), kind);
+    }
+
+    /// The number of a message id this hub issued (`m<number>`).
+    fn issued_message(&self, id: &str) -> Option<u64> {
+        let number: u64 = id.strip_prefix('m')?.parse().ok()?;
+        let issued = 1..self.inner.next_message.load(Ordering::Relaxed);
+        issued.contains(&number).then_some(number)
     }
 
     fn next_message_id(&self) -> String {
