@@ -52,13 +52,14 @@ pub struct Event {
 
 /// The kinds of event, with what each carries; `type` names the kind.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-#[serde(tag = "type", rename_all_fields = "camelCase")]
+// Fields are renamed per variant: the OpenAPI generator ignores `rename_all_fields`.
+#[serde(tag = "type")]
 pub enum EventKind {
     /// A TCP client connected (unnamed until it sends `sync`).
     #[serde(rename = "client.connected")]
     Connected,
     /// A client registered a name or renamed itself; `name` is the new name.
-    #[serde(rename = "client.named")]
+    #[serde(rename = "client.named", rename_all = "camelCase")]
     Named {
         /// The name it had before, null on its first `sync`.
         #[schema(value_type = Option<String>)]
@@ -80,14 +81,14 @@ pub enum EventKind {
         message: Value,
     },
     /// A pushed message was dropped because the client's queue was full.
-    #[serde(rename = "message.dropped")]
+    #[serde(rename = "message.dropped", rename_all = "camelCase")]
     Dropped {
         /// The dropped message's id.
         #[schema(value_type = String)]
         message_id: Arc<str>,
     },
     /// A client acknowledged a pushed message with an `ack` frame.
-    #[serde(rename = "client.acked")]
+    #[serde(rename = "client.acked", rename_all = "camelCase")]
     Acked {
         /// The acknowledged message's id.
         message_id: String,

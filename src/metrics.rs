@@ -29,6 +29,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels naming how something ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The outcome, e.g. `delivered` or `timeout`.
+    pub outcome: &'static str,
+}
+
 /// Every metric the hub exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -62,7 +69,7 @@ pub struct Metrics {
     /// Events that `/events` followers fell too far behind to receive.
     pub events_missed: Counter,
     /// Webhook batches by outcome: `delivered` or `failed` (after the last attempt).
-    pub webhook_batches: Family<ReasonLabels, Counter>,
+    pub webhook_batches: Family<OutcomeLabels, Counter>,
     /// Webhook delivery attempts that are retried.
     pub webhook_retries: Counter,
     /// Events a webhook fell too far behind to send.
@@ -72,7 +79,7 @@ pub struct Metrics {
     /// Acks for message ids the hub never issued (ignored).
     pub acks_unknown: Counter,
     /// Sends that waited for an ack, by outcome: `acked`, `timeout`, `disconnected`.
-    pub ack_waits: Family<ReasonLabels, Counter>,
+    pub ack_waits: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {

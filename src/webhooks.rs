@@ -33,7 +33,7 @@ use utoipa::ToSchema;
 
 use crate::config::Config;
 use crate::events::Event;
-use crate::metrics::ReasonLabels;
+use crate::metrics::OutcomeLabels;
 use crate::registry::Registry;
 
 /// The header holding the body's signature, `sha256=<lowercase hex>`.
@@ -255,7 +255,7 @@ impl Webhook {
         self.registry
             .metrics()
             .webhook_batches
-            .get_or_create(&ReasonLabels { reason: outcome })
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

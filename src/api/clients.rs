@@ -1,13 +1,17 @@
-//! `GET /clients`, `GET|DELETE /clients/{name}` and `POST /clients/{name}/send`.
+//! `GET /clients`, `GET|DELETE /clients/{name}` and `POST /clients/{name}/send`
+//! (which may wait for the client's acknowledgement).
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::metrics::OutcomeLabels;
 use crate::protocol::ByeReason;
 use crate::registry::{Client, ListQuery};
 use crate::time_format::rfc3339;
@@ -19,6 +23,10 @@ use super::{ApiError, AppState};
 const MAX_LIMIT: usize = 10_000;
 /// Page size when none is asked for.
 const DEFAULT_LIMIT: usize = 1000;
+/// How long `wait=ack` waits when no `timeout` is given, in milliseconds.
+const DEFAULT_ACK_TIMEOUT_MS: u64 = 5000;
+/// The longest `wait=ack` may wait, in milliseconds.
+const MAX_ACK_TIMEOUT_MS: u64 = 60_000;
 
 /// A live TCP client.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -107,6 +115,29 @@ pub struct Queued {
     pub queued: usize,
 }
 
+/// Whether `POST /clients/{name}/send` waits for the client's `ack`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SendParams {
+    /// `ack`: answer 200 once the client acknowledges the message with
+    /// `{"type":"ack","id":"<message id>"}`, or 504 `ack_timeout`.
+    #[param(pattern = "^ack$")]
+    pub wait: Option<String>,
+    /// With `wait=ack`: milliseconds to wait, 1 to 60000 (default 5000).
+    #[param(minimum = 1, maximum = 60000)]
+    pub timeout: Option<u64>,
+}
+
+/// The client acknowledged the pushed message.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"id": "m43", "acked": true}))]
+pub struct Acked {
+    /// The message id, as the client received it.
+    pub id: String,
+    /// Always true.
+    pub acked: bool,
+}
+
 /// List live clients, oldest first.
 #[utoipa::path(
     get,
@@ -172,11 +203,13 @@ pub async fn get_one(
 /// Push a message to one client by name.
 ///
 /// `202` means queued on the client's live socket, not yet read by the client.
+/// With `wait=ack`, the answer waits until the client acknowledges the message
+/// (`200`), or says that it did not in time or disconnected first (`504`).
 #[utoipa::path(
     post,
     path = "/clients/{name}/send",
     tag = "clients",
-    params(("name" = String, Path, description = "The client's registered name")),
+    params(("name" = String, Path, description = "The client's registered name"), SendParams),
     request_body(
         description = "`{\"message\": <any JSON>}`, or any text/plain body (sent as a string)",
         content(
@@ -185,26 +218,86 @@ pub async fn get_one(
         )
     ),
     responses(
+        (status = 200, description = "With `wait=ack`: the client acknowledged it", body = Acked),
         (status = 202, description = "Queued for the client", body = Queued),
-        (status = 400, description = "`invalid_body` or `invalid_path`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_body`, `invalid_path` or `invalid_query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`client_not_found`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`message_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`client_backlogged`: its queue is full, nothing was queued", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`ack_timeout`: with `wait=ack`, no ack in time, or the client disconnected first", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn send(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    params: Result<Query<SendParams>, QueryRejection>,
     SendBody(message): SendBody,
-) -> Result<(StatusCode, Json<Queued>), ApiError> {
+) -> Result<Response, ApiError> {
     let name = path_name(name)?;
-    let id = state
+    let Some(patience) = ack_patience(params)? else {
+        let id = state
+            .registry
+            .send_to(&name, &message)
+            .map_err(|err| ApiError::from_send(err, &name))?;
+        return Ok((StatusCode::ACCEPTED, Json(Queued { id, queued: 1 })).into_response());
+    };
+    let mut wait = state
         .registry
-        .send_to(&name, &message)
+        .send_awaiting_ack(&name, &message)
         .map_err(|err| ApiError::from_send(err, &name))?;
-    Ok((StatusCode::ACCEPTED, Json(Queued { id, queued: 1 })))
+    let id = wait.id().to_owned();
+    let (outcome, failure) = match tokio::time::timeout(patience, wait.acked()).await {
+        Ok(Ok(())) => ("acked", None),
+        Ok(Err(_gone)) => (
+            "disconnected",
+            Some(format!(
+                "{name:?} disconnected before acknowledging message {id}"
+            )),
+        ),
+        Err(_elapsed) => (
+            "timeout",
+            Some(format!(
+                "{name:?} did not acknowledge message {id} within {} ms",
+                patience.as_millis()
+            )),
+        ),
+    };
+    state
+        .registry
+        .metrics()
+        .ack_waits
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
+    match failure {
+        None => Ok(Json(Acked { id, acked: true }).into_response()),
+        Some(detail) => Err(ApiError::AckTimeout(detail)),
+    }
+}
+
+/// How long a send waits for its ack: `None` without `wait=ack`.
+fn ack_patience(
+    params: Result<Query<SendParams>, QueryRejection>,
+) -> Result<Option<Duration>, ApiError> {
+    let Query(params) = params.map_err(|err| ApiError::InvalidQuery(err.body_text()))?;
+    match (params.wait.as_deref(), params.timeout) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(ApiError::InvalidQuery(
+            "timeout applies only with wait=ack".into(),
+        )),
+        (Some("ack"), Some(ms)) if !(1..=MAX_ACK_TIMEOUT_MS).contains(&ms) => {
+            Err(ApiError::InvalidQuery(format!(
+                "timeout must be 1 to {MAX_ACK_TIMEOUT_MS} milliseconds"
+            )))
+        }
+        (Some("ack"), ms) => Ok(Some(Duration::from_millis(
+            ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS),
+        ))),
+        (Some(_), _) => Err(ApiError::InvalidQuery(
+            "wait must be \"ack\" (or absent)".into(),
+        )),
+    }
 }
 
 /// Disconnect a client: it gets `bye` `kicked` after what is already queued.

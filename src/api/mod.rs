@@ -6,6 +6,7 @@
 
 pub mod broadcast;
 pub mod clients;
+pub mod events;
 pub mod ops;
 pub mod problem;
 
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/clients/{name}/send", post(clients::send))
         .route("/broadcast", post(broadcast::broadcast))
+        .route("/events", get(events::follow))
         .merge(ops::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -132,15 +134,19 @@ async fn record_request(State(state): State<AppState>, request: Request, next: N
         clients::send,
         clients::kick,
         broadcast::broadcast,
+        events::follow,
         ops::healthz,
         ops::readyz,
         ops::metrics,
         ops::openapi,
     ),
+    components(schemas(events::EventsMissed, crate::webhooks::EventBatch)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
         (name = "clients", description = "Live TCP clients and pushes to them"),
+        (name = "events", description = "What happens in the hub, as server-sent events \
+                                          (webhooks receive the same events as an EventBatch)"),
         (name = "operations", description = "Health, readiness, metrics and this document")
     )
 )]

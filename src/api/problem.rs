@@ -64,6 +64,12 @@ pub enum ApiError {
     /// A path parameter could not be decoded.
     #[error("{0}")]
     InvalidPath(String),
+    /// A request header is malformed.
+    #[error("{0}")]
+    InvalidHeader(String),
+    /// The client did not acknowledge the message in time, or disconnected first.
+    #[error("{0}")]
+    AckTimeout(String),
     /// Missing or wrong bearer token.
     #[error("a valid bearer token is required")]
     Unauthorized,
@@ -107,6 +113,14 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_query", "Invalid query")
             }
             ApiError::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path", "Invalid path"),
+            ApiError::InvalidHeader(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_header", "Invalid header")
+            }
+            ApiError::AckTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "ack_timeout",
+                "Not acknowledged in time",
+            ),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", "Shutting down"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
