@@ -304,11 +304,6 @@ impl Receiver {
             .expect("the receiver stopped")
     }
 
-    /// Every request already received, without waiting.
-    pub fn received(&mut self) -> Vec<Delivery> {
-        std::iter::from_fn(|| self.deliveries.try_recv().ok()).collect()
-    }
-
     /// Gathers requests until their events include every type in `types`, in
     /// order; returns all events seen.
     pub async fn events_until(&mut self, types: &[&str]) -> Vec<Value> {
