@@ -391,6 +391,11 @@ impl Registry {
         self.lock().by_session.len()
     }
 
+    /// Sends waiting for their client's ack right now.
+    pub fn acks_waiting(&self) -> usize {
+        self.inner.acks.len()
+    }
+
     /// Whether no client is connected.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
