@@ -6,7 +6,8 @@
 #
 # Usage: bench/run.sh [--quick] [--runs N] [--targets "tcphub seed nats redis mqtt"]
 #   --quick   small N and one run, to try the pipeline; writes only bench/results/<stamp>/
-# Environment: TCPHUB_TARGET_DIR (cargo target dir for tcphub, default <repo>/target).
+# Environment: TCPHUB_TARGET_DIR (cargo target dir for tcphub, default <repo>/target),
+#   BENCH_QUIET_WAIT (seconds to wait for an idle machine before each scenario, default 120).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -89,8 +90,8 @@ pace() {
 }
 
 # Builds or tests running beside the benchmark skew every figure: before each scenario, wait
-# (up to 2 minutes) until the machine has been nearly idle for a second. The bench reports
-# the share of CPU other processes took anyway (foreign_cpu_share).
+# (up to BENCH_QUIET_WAIT seconds, default 120) until the machine has been nearly idle for a
+# second. The bench reports the share of CPU other processes took anyway (foreign_cpu_share).
 busy_percent() {
   local u1 n1 s1 i1 w1 q1 sq1 st1 u2 n2 s2 i2 w2 q2 sq2 st2
   read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ </proc/stat
@@ -102,7 +103,7 @@ busy_percent() {
 wait_quiet() {
   local waited=0
   while [ "$(busy_percent)" -gt 10 ]; do
-    [ $waited -lt 120 ] || { echo "machine still busy; measuring anyway" >&2; return; }
+    [ $waited -lt "${BENCH_QUIET_WAIT:-120}" ] || { echo "machine still busy; measuring anyway" >&2; return; }
     sleep 4
     waited=$((waited + 5))
   done
