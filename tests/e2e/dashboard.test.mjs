@@ -3,9 +3,11 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Hub, TcpClient, launchBrowser, openDashboard, patiently } from './support.mjs';
+import { Hub, TcpClient, enterToken, launchBrowser, newPage, openDashboard } from './support.mjs';
 
 const TOKEN = 'e2e-secret-token';
+/** Page time after an event by which the table must have been re-read (app.js waits 100 ms). */
+const EVENT_DEBOUNCE_MS = 150;
 
 let browser;
 before(async () => { browser = await launchBrowser(); });
@@ -30,7 +32,7 @@ const rowFor = (page, name) => page.locator(`#clients-body tr.client-row[data-na
 
 test('asks for the token once, keeps it for the tab, and never puts it in a URL', () =>
   withHub({ token: TOKEN }, async (hub) => {
-    const page = await browser.context.newPage();
+    const page = await newPage(browser);
     const requests = [];
     page.on('request', (request) => requests.push(request));
     await page.goto(hub.url);
@@ -39,14 +41,12 @@ test('asks for the token once, keeps it for the tab, and never puts it in a URL'
     assert.equal(await page.locator('#workspace').isHidden(), true);
     assert.equal(await page.locator('#token-error').isHidden(), true, 'no error before any token was tried');
 
-    await page.locator('#token-input').fill('not-the-token');
-    await page.locator('#token-form button[type=submit]').click();
+    await enterToken(page, 'not-the-token');
     const error = page.locator('#token-error');
     await error.waitFor();
     assert.equal(await error.textContent(), 'The hub did not accept that token.');
 
-    await page.locator('#token-input').fill(TOKEN);
-    await page.locator('#token-form button[type=submit]').click();
+    await enterToken(page, TOKEN);
     await page.locator('#workspace').waitFor();
     assert.equal(await page.locator('#token-panel').isHidden(), true);
 
@@ -61,7 +61,7 @@ test('asks for the token once, keeps it for the tab, and never puts it in a URL'
     }
     const authorized = apiRequests.filter((r) => r.headers().authorization === `Bearer ${TOKEN}`);
     assert.ok(authorized.length > 0, 'API calls carry the token as a bearer header');
-    await page.close();
+    await page.context().close();
   }));
 
 test('a client appears without a reload, receives send and broadcast, and leaves when kicked', () =>
@@ -111,7 +111,7 @@ test('a client appears without a reload, receives send and broadcast, and leaves
     await device.closed();
     await row.waitFor({ state: 'detached' });
     assert.equal(await page.locator('#action-result').textContent(), 'Disconnected Client-1.');
-    await page.close();
+    await page.context().close();
   }));
 
 test('shows the problem detail when the hub refuses a message', () =>
@@ -132,7 +132,7 @@ test('shows the problem detail when the hub refuses a message', () =>
     const result = page.locator('#broadcast-result.error');
     await result.waitFor();
     assert.equal(await result.textContent(), detail);
-    await page.close();
+    await page.context().close();
   }));
 
 test('pages through clients, filters them by name prefix, and counts them in the header', () =>
@@ -168,16 +168,58 @@ test('pages through clients, filters them by name prefix, and counts them in the
       await page.locator('#clients-body tr.client-row').evaluateAll((rows) => rows.map((r) => r.dataset.name)),
       names.slice(40, 50));
     assert.equal(await summary.textContent(), '1–10 of 10');
-    await page.close();
+    await page.context().close();
   }));
 
-test('says whether the table is live from GET /events or polled', () =>
-  withHub({}, async (hub) => {
-    const events = await patiently(hub.fetch('/events'), 'GET /events');
-    await events.body?.cancel();
-    const expected = events.ok ? 'Live' : 'Polling';
-    const page = await openDashboard(browser, hub);
-    await page.waitForFunction(
-      (label) => document.getElementById('connection-state').textContent === label, expected);
-    await page.close();
+/** Connects Client-1, waits for its row, then disconnects it and waits for the row to go. */
+async function showsComingAndGoing(page, hub) {
+  const device = await TcpClient.synced(hub, 'Client-1');
+  await rowFor(page, 'Client-1').waitFor();
+  device.close();
+  await rowFor(page, 'Client-1').waitFor({ state: 'detached' });
+}
+
+test('follows GET /events: each connect and disconnect alone refreshes the table', () =>
+  withHub({ token: TOKEN }, async (hub) => {
+    const page = await newPage(browser);
+    // With the page's clock paused, no periodic refresh can run: only what an event
+    // schedules, once the test lets a little page time pass.
+    await page.clock.install();
+    await page.clock.pauseAt(Date.now() + 60_000);
+    await page.goto(hub.url);
+    await enterToken(page, hub.token);
+    const state = page.locator('#connection-state.state-live');
+    await state.waitFor();
+    assert.equal(await state.textContent(), 'Live');
+    await page.clock.runFor(10);
+    await page.locator('#workspace').waitFor();
+
+    const lastEvent = (type) => page.locator(`#connection-state[data-last-event="${type}"]`);
+    const device = await TcpClient.synced(hub, 'Client-1');
+    await lastEvent('client.named').waitFor({ state: 'attached' });
+    await page.clock.runFor(EVENT_DEBOUNCE_MS);
+    await rowFor(page, 'Client-1').waitFor();
+
+    device.close();
+    await lastEvent('client.disconnected').waitFor({ state: 'attached' });
+    await page.clock.runFor(EVENT_DEBOUNCE_MS);
+    await rowFor(page, 'Client-1').waitFor({ state: 'detached' });
+    await page.context().close();
+  }));
+
+test('polls GET /clients while the hub has no event stream, and says so', () =>
+  withHub({ token: TOKEN }, async (hub) => {
+    const page = await newPage(browser);
+    await page.route('**/events?*', (route) => route.fulfill({
+      status: 404,
+      contentType: 'application/problem+json',
+      body: JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: 'no such route', code: 'not_found' }),
+    }));
+    await page.goto(hub.url);
+    await enterToken(page, hub.token);
+    const state = page.locator('#connection-state.state-polling');
+    await state.waitFor();
+    assert.equal(await state.textContent(), 'Polling');
+    await showsComingAndGoing(page, hub);
+    await page.context().close();
   }));

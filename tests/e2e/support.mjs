@@ -3,10 +3,8 @@
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -157,10 +155,12 @@ export class TcpClient {
   }
 }
 
-/** Debian's Chromium, headless, in a throwaway profile. */
+/**
+ * Debian's Chromium, headless. Playwright starts it with a fresh, empty --user-data-dir
+ * of its own and removes it on close.
+ */
 export async function launchBrowser() {
-  const profile = await mkdtemp(join(tmpdir(), 'tcphub-e2e-profile-'));
-  const context = await chromium.launchPersistentContext(profile, {
+  return chromium.launch({
     executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
     headless: true,
     args: [
@@ -173,26 +173,28 @@ export async function launchBrowser() {
       '--disable-component-update',
       '--disable-sync',
     ],
-    viewport: { width: 1360, height: 820 },
   });
+}
+
+/** A tab in a browser context of its own (its own session storage and clock). */
+export async function newPage(browser) {
+  const context = await browser.newContext({ viewport: { width: 1360, height: 820 } });
   context.setDefaultTimeout(PATIENCE_MS);
-  return {
-    context,
-    async close() {
-      await context.close();
-      await rm(profile, { recursive: true, force: true });
-    },
-  };
+  const page = await context.newPage();
+  return page;
 }
 
 /** Opens the dashboard in a new tab and, if the hub wants one, enters the token. */
 export async function openDashboard(browser, hub) {
-  const page = await browser.context.newPage();
+  const page = await newPage(browser);
   await page.goto(hub.url);
-  if (hub.token) {
-    await page.locator('#token-input').fill(hub.token);
-    await page.locator('#token-form button[type=submit]').click();
-  }
+  if (hub.token) await enterToken(page, hub.token);
   await page.locator('#workspace').waitFor();
   return page;
+}
+
+/** Fills in and submits the page's token form. */
+export async function enterToken(page, token) {
+  await page.locator('#token-input').fill(token);
+  await page.locator('#token-form button[type=submit]').click();
 }

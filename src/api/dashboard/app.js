@@ -17,7 +17,10 @@ const RECONNECT_MIN_MS = 1000;
 const RECONNECT_MAX_MS = 30000;
 const KICK_CONFIRM_MS = 4000;
 const TOKEN_KEY = 'tcphub.apiToken';
-const MEMBERSHIP_EVENTS = new Set(['client.connected', 'client.named', 'client.disconnected']);
+// Only events that change rows or drop counts: per-message events could outnumber them a
+// thousandfold, and the counters they would update are re-read every LIVE_REFRESH_MS anyway.
+const FOLLOWED_EVENTS = 'client.connected,client.named,client.disconnected,message.dropped';
+const DROP_EVENT = 'message.dropped';
 const METRIC_FRAMES_OUT = 'tcphub_frames_out_total';
 const METRIC_DROPPED = 'tcphub_messages_dropped_total';
 
@@ -148,8 +151,10 @@ function showState() {
   const badge = $('connection-state');
   badge.className = `state state-${state}`;
   badge.textContent = label;
-  badge.title = state === 'polling'
-    ? `No event stream; the table is re-read every ${POLL_INTERVAL_MS / 1000} s` : '';
+  badge.title = {
+    live: 'Following GET /events',
+    polling: `No event stream; the table is re-read every ${POLL_INTERVAL_MS / 1000} s`,
+  }[state] ?? '';
   document.body.classList.toggle('stale', hub.unreachable);
 }
 
@@ -269,7 +274,7 @@ function createClientRow(id) {
       <button type="button" class="small" data-action="send">Send</button>
       <button type="button" class="small danger" data-action="kick">Kick</button>
     </td>`;
-  row.addEventListener('animationend', () => row.classList.remove('fresh', 'flash'));
+  row.addEventListener('animationend', () => row.classList.remove('fresh'));
   return row;
 }
 
@@ -504,7 +509,7 @@ async function followEvents() {
     await whenUnlocked();
     eventsAbort = new AbortController();
     try {
-      const response = await api('/events', {
+      const response = await api(`/events?types=${FOLLOWED_EVENTS}`, {
         headers: { Accept: 'text/event-stream' },
         signal: eventsAbort.signal,
       });
@@ -518,8 +523,11 @@ async function followEvents() {
         await response.body?.cancel();
         if (response.status === 404) backoff = RECONNECT_MAX_MS;
       }
-    } catch {
-      // dropped, aborted by lock(), or unreachable: all end in a retry below
+    } catch (error) {
+      // Refused, or aborted by lock(): the token form takes over, and whenUnlocked()
+      // resumes as soon as it is done.
+      if (error instanceof Unauthorized || hub.locked) continue;
+      // Otherwise dropped or unreachable: retried below.
     }
     setStreamLive(false);
     await new Promise((resolve) => setTimeout(resolve, backoff));
@@ -537,16 +545,12 @@ async function readEvents(body) {
   }
 }
 
+/** Rows change with every followed event, and after `events.missed` nothing is known: re-read. */
 function onHubEvent(event) {
-  scheduleRefresh(MEMBERSHIP_EVENTS.has(event.type) ? MEMBERSHIP_DEBOUNCE_MS : TRAFFIC_DEBOUNCE_MS);
-  if (event.type !== 'client.message') return;
-  try {
-    const { clientId } = JSON.parse(event.data);
-    const row = document.querySelector(`#clients-body tr.client-row[data-id="${CSS.escape(clientId)}"]`);
-    row?.classList.add('flash');
-  } catch {
-    // an event without a client id highlights nothing
-  }
+  const badge = $('connection-state');
+  badge.dataset.lastEvent = event.type;
+  badge.title = `Following GET /events; last event: ${event.type} at ${new Date().toLocaleTimeString()}`;
+  scheduleRefresh(event.type === DROP_EVENT ? TRAFFIC_DEBOUNCE_MS : MEMBERSHIP_DEBOUNCE_MS);
 }
 
 function setStreamLive(live) {
