@@ -27,8 +27,8 @@ pub mod outbox;
 pub mod protocol;
 pub mod registry;
 pub mod tcp;
-pub mod webhooks;
 mod time_format;
+pub mod webhooks;
 
 use std::io;
 use std::sync::Arc;
