@@ -24,12 +24,19 @@ const CSS: &str = "text/css; charset=utf-8";
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The dashboard's routes. They hold no data, so the API's bearer auth should let them through.
+const PAGE_PATH: &str = "/";
+const SCRIPT_PATH: &str = "/dashboard/app.js";
+const STYLESHEET_PATH: &str = "/dashboard/style.css";
+
+/// Every path [`routes`] serves. None holds data, so the API's bearer auth lets them through.
+pub const PATHS: [&str; 3] = [PAGE_PATH, SCRIPT_PATH, STYLESHEET_PATH];
+
+/// The dashboard's routes: the page, its script and its stylesheet.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(index))
-        .route("/dashboard/app.js", get(script))
-        .route("/dashboard/style.css", get(stylesheet))
+        .route(PAGE_PATH, get(index))
+        .route(SCRIPT_PATH, get(script))
+        .route(STYLESHEET_PATH, get(stylesheet))
 }
 
 async fn index() -> impl IntoResponse {
@@ -77,11 +84,8 @@ mod tests {
 
     #[tokio::test]
     async fn each_file_is_served_with_its_type_and_no_cache() {
-        for (path, content_type, body) in [
-            ("/", HTML, INDEX_HTML),
-            ("/dashboard/app.js", JAVASCRIPT, APP_JS),
-            ("/dashboard/style.css", CSS, STYLE_CSS),
-        ] {
+        let served = [(HTML, INDEX_HTML), (JAVASCRIPT, APP_JS), (CSS, STYLE_CSS)];
+        for (path, (content_type, body)) in PATHS.into_iter().zip(served) {
             let (status, headers, served) = fetch(path).await;
             assert_eq!(status, StatusCode::OK, "{path}");
             assert_eq!(headers[CONTENT_TYPE], content_type, "{path}");
