@@ -303,6 +303,34 @@ mod tests {
     }
 
     #[test]
+    fn webhooks_need_http_urls_and_a_non_empty_secret() {
+        let cli = Cli::try_parse_from([
+            "tcphub",
+            "--webhook-url",
+            "http://127.0.0.1:9100/hook",
+            "--webhook-url",
+            "https://backend.example/events",
+            "--webhook-secret",
+            "s3cret",
+        ])
+        .unwrap();
+        let config = cli.run.to_config();
+        assert_eq!(config.webhook_urls.len(), 2);
+        assert_eq!(config.validate(), Ok(()));
+        let ftp: reqwest::Url = "ftp://backend.example/events".parse().unwrap();
+        let config = Config {
+            webhook_urls: vec![ftp.clone()],
+            ..Config::default()
+        };
+        assert_eq!(config.validate(), Err(ConfigError::WebhookScheme(ftp)));
+        let config = Config {
+            webhook_secret: Some(String::new()),
+            ..Config::default()
+        };
+        assert_eq!(config.validate(), Err(ConfigError::EmptyWebhookSecret));
+    }
+
+    #[test]
     fn cli_defaults_match_config_defaults() {
         let cli = Cli::try_parse_from(["tcphub"]).unwrap();
         let from_cli = cli.run.to_config();

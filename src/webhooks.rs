@@ -79,6 +79,8 @@ pub fn start(config: &Config, registry: &Registry) -> io::Result<Webhooks> {
     }
     let http = reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
+        // A redirected POST would turn into a GET elsewhere: a 3xx is an answer.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tcphub/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(io::Error::other)?;
