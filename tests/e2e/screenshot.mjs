@@ -51,7 +51,6 @@ try {
   clearInterval(traffic);
   console.log(`wrote ${output}`);
 } finally {
-  await browser.close();
   for (const client of clients) client.close();
-  await hub.stop();
+  await Promise.allSettled([browser.close(), hub.stop()]);
 }

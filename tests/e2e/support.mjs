@@ -22,6 +22,12 @@ export function patiently(promise, what) {
   return Promise.race([promise, expiry]).finally(() => clearTimeout(timer));
 }
 
+/** Hubs still running; if this process dies in the middle of a test, they die with it. */
+const runningHubs = new Set();
+process.once('exit', () => {
+  for (const child of runningHubs) child.kill('SIGKILL');
+});
+
 /** A tcphub child process with both listeners on loopback ports the kernel picked. */
 export class Hub {
   static async start({ token = null, extraArgs = [] } = {}) {
@@ -48,7 +54,9 @@ export class Hub {
     this.child = child;
     this.token = token;
     this.log = '';
+    runningHubs.add(child);
     this.exited = once(child, 'exit');
+    this.exited.then(() => runningHubs.delete(child));
     // Both listeners are bound before the hub says so, and the kernel queues connects
     // from then on: this log record is the readiness signal.
     this.listening = new Promise((resolveListening, rejectListening) => {
