@@ -7,9 +7,11 @@
 //! `bye` queued on the outbox, so this task has one way out: flush, within the
 //! grace period, then close.
 
+use std::future::poll_fn;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -40,55 +42,71 @@ pub struct ConnectionLimits {
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn serve(
+///
+/// Registration happens before the returned future is first polled, so the
+/// socket and peer address are not kept twice in every idle task.
+pub fn serve(
     registry: Registry,
     socket: TcpStream,
     peer: SocketAddr,
     limits: ConnectionLimits,
-) {
-    let mut registration = match registry.connect(peer, Some(socket)) {
-        Admission::Admitted(registration) => registration,
-        Admission::Refused(client) => {
-            info!(session = %client.id(), %peer, reason = ?client.outbox().closing(), "connection refused");
-            close(&registry, &client, limits.grace).await;
-            return;
+) -> impl Future<Output = ()> + Send + 'static {
+    let admission = registry.connect(peer, Some(socket));
+    async move {
+        let mut registration = match admission {
+            Admission::Admitted(registration) => registration,
+            Admission::Refused(client) => {
+                info!(session = %client.id(), peer = %client.peer(), reason = ?client.outbox().closing(), "connection refused");
+                Box::pin(close(&registry, &client, limits.grace)).await;
+                return;
+            }
+        };
+        let client = Arc::clone(registration.client());
+        info!(session = %client.id(), peer = %client.peer(), "client connected");
+        if let Err(err) = read_and_flush(&registry, &client, limits.max_frame_bytes).await {
+            debug!(session = %client.id(), %err, "connection failed");
+            registration.ended_by_error();
         }
-    };
-    let client = Arc::clone(registration.client());
-    info!(session = %client.id(), %peer, "client connected");
-    if let Err(err) = read_and_flush(&registry, &client, limits).await {
-        debug!(session = %client.id(), %err, "connection failed");
-        registration.ended_by_error();
+        Box::pin(close(&registry, &client, limits.grace)).await;
+        let reason = client
+            .outbox()
+            .closing()
+            .map_or("closed", ByeReason::as_str);
+        info!(session = %client.id(), peer = %client.peer(), name = ?client.name(), reason, "client disconnected");
     }
-    close(&registry, &client, limits.grace).await;
-    let reason = client
-        .outbox()
-        .closing()
-        .map_or("closed", ByeReason::as_str);
-    info!(session = %client.id(), %peer, name = ?client.name(), reason, "client disconnected");
 }
 
 /// Runs the connection until the peer closes it or the hub queues its `bye`.
 async fn read_and_flush(
     registry: &Registry,
     client: &Arc<Client>,
-    limits: ConnectionLimits,
+    max_frame_bytes: usize,
 ) -> io::Result<()> {
     let Some(socket) = client.socket() else {
         return Ok(());
     };
-    let mut decoder = FrameDecoder::new(limits.max_frame_bytes);
+    let mut decoder = FrameDecoder::new(max_frame_bytes);
     // True while queued frames wait for the socket to accept more bytes.
     let mut blocked = false;
     while client.outbox().closing().is_none() {
-        tokio::select! {
-            () = client.outbox().woken() => blocked = !flush(registry, client, socket)?,
-            ready = socket.writable(), if blocked => {
-                ready?;
-                blocked = !flush(registry, client, socket)?;
+        // Polling readiness directly (rather than selecting over futures) keeps
+        // an idle connection's task small: the wakers live in the socket's and
+        // the outbox's own slots.
+        let wake = poll_fn(|cx| {
+            if client.outbox().poll_queued(cx).is_ready() {
+                return Poll::Ready(Ok(Wake::Queued));
             }
-            ready = socket.readable() => {
-                ready?;
+            if blocked {
+                if let Poll::Ready(ready) = socket.poll_write_ready(cx) {
+                    return Poll::Ready(ready.map(|()| Wake::Writable));
+                }
+            }
+            socket.poll_read_ready(cx).map_ok(|()| Wake::Readable)
+        })
+        .await?;
+        match wake {
+            Wake::Queued | Wake::Writable => blocked = !flush(registry, client, socket)?,
+            Wake::Readable => {
                 if read_frames(registry, client, socket, &mut decoder)? == Flow::PeerClosed {
                     return Ok(());
                 }
@@ -96,6 +114,16 @@ async fn read_and_flush(
         }
     }
     Ok(())
+}
+
+/// What woke the connection task.
+enum Wake {
+    /// The outbox queued frames.
+    Queued,
+    /// The socket takes bytes again.
+    Writable,
+    /// The client sent bytes (or closed).
+    Readable,
 }
 
 /// Writes queued frames; true when the queue is empty.

@@ -12,9 +12,11 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::protocol::{ByeReason, HubFrame};
 
@@ -59,7 +61,10 @@ pub struct Written {
 #[derive(Debug, Default)]
 pub struct Outbox {
     state: Mutex<State>,
-    wake: Notify,
+    /// Set when frames were queued for the connection task; with the waker, this
+    /// costs an idle client no registration beyond one waker slot.
+    queued: AtomicBool,
+    task: AtomicWaker,
 }
 
 #[derive(Debug, Default)]
@@ -106,7 +111,7 @@ impl Outbox {
         state.frames.push_back(frame.clone());
         state.head_written = written;
         drop(state);
-        self.wake.notify_one();
+        self.wake_task();
         let bytes = written as u64;
         (Offer::Accepted, Written { frames: 0, bytes })
     }
@@ -121,7 +126,7 @@ impl Outbox {
         state.closing = Some(reason);
         state.frames.push_back(HubFrame::Bye { reason }.encode());
         drop(state);
-        self.wake.notify_one();
+        self.wake_task();
         true
     }
 
@@ -140,9 +145,22 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// Resolves when frames were queued for the connection task to flush.
-    pub async fn woken(&self) {
-        self.wake.notified().await
+    /// Ready once frames were queued for the connection task to flush since the
+    /// last time it was ready; registers the task to be woken otherwise.
+    pub fn poll_queued(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.queued.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.task.register(cx.waker());
+        if self.queued.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    fn wake_task(&self) {
+        self.queued.store(true, Ordering::Release);
+        self.task.wake();
     }
 
     /// Writes queued frames until the queue is empty (`Ok(true)`) or the socket

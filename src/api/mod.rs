@@ -6,6 +6,7 @@
 
 pub mod broadcast;
 pub mod clients;
+pub mod dashboard;
 pub mod events;
 pub mod ops;
 pub mod problem;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/broadcast", post(broadcast::broadcast))
         .route("/events", get(events::follow))
         .merge(ops::routes())
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -69,9 +71,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Paths anyone may read: liveness and readiness probes.
+/// Paths anyone may read: the probes, and the dashboard's static files (they
+/// hold no data; the page asks for the token before calling the API).
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
+    matches!(path, "/healthz" | "/readyz") || dashboard::PATHS.contains(&path)
 }
 
 /// Rejects requests without the configured bearer token (when one is set).
