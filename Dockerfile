@@ -49,10 +49,12 @@ USER 10001:10001
 # Inside a container the HTTP API must listen beyond loopback to be reachable,
 # and tcphub refuses a non-loopback API without a token: every `docker run`
 # passes TCPHUB_API_TOKEN (see docs/DEPLOY.md). Logs are one JSON object per
-# line for log collectors.
+# line for log collectors. `docker stop` kills after 10 s by default, so the
+# drain gets 8 s and the hub still says bye and exits 0 on its own.
 ENV TCPHUB_TCP_ADDR=0.0.0.0:9000 \
     TCPHUB_HTTP_ADDR=0.0.0.0:8080 \
-    TCPHUB_LOG_FORMAT=json
+    TCPHUB_LOG_FORMAT=json \
+    TCPHUB_SHUTDOWN_GRACE=8
 EXPOSE 9000 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

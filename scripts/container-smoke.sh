@@ -69,9 +69,10 @@ install_tools() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
             >"$work/apt.log" 2>&1 || { tail -n 20 "$work/apt.log"; fail "apt-get install ${missing[*]} failed"; }
     fi
-    # The client that ships with the engine speaks its API version exactly.
-    docker_cli=$(dirname "$(command -v dockerd)")/docker
-    [[ -x $docker_cli ]] || docker_cli=$(command -v docker) || fail "no docker client next to dockerd"
+    # Prefer the client packaged with the engine: it speaks the engine's API
+    # version and still has the classic builder built in.
+    docker_cli=$(dirname "$(type -P dockerd)")/../bin/docker
+    [[ -x $docker_cli ]] || docker_cli=$(type -P docker) || fail "no docker client found"
 }
 
 docker() { "$docker_cli" "$@"; }
@@ -105,7 +106,7 @@ start_engine() {
     dockerd --iptables=false --ip-forward=false --bridge=none \
         --data-root "$cache/docker" --exec-root "$work/engine" \
         --pidfile "$work/dockerd.pid" --host "unix://$work/docker.sock" \
-        >"$work/dockerd.log" 2>&1 &
+        >"$work/dockerd.log" 2>&1 {lock_fd}>&- &
     engine_pid=$!
     export DOCKER_HOST=unix://$work/docker.sock
     local attempt
@@ -139,6 +140,11 @@ stop_engine() {
     if [[ -n $containerd_pid ]] && kill -0 "$containerd_pid" 2>/dev/null; then
         kill -TERM "$containerd_pid" 2>/dev/null || true
     fi
+    # The engine leaves its network namespace mounted under the exec root.
+    local mount_point
+    awk -v prefix="$work/" 'index($2, prefix) == 1 { print $2 }' /proc/mounts | while read -r mount_point; do
+        umount "$mount_point" 2>/dev/null || umount --lazy "$mount_point" 2>/dev/null || true
+    done
     engine_pid=
 }
 
@@ -186,7 +192,10 @@ ensure_root_tree() {
     log "debootstrap $suite minbase ${packages:++ $packages }from $mirror"
     rm -rf "$tree" "$tree.partial"
     mkdir -p "$(dirname "$tree")"
-    debootstrap --variant=minbase ${packages:+--include="$packages"} "$suite" "$tree.partial" "$mirror" \
+    # A shared package cache: the build tree is a superset of the runtime tree.
+    mkdir -p "$cache/debs"
+    debootstrap --variant=minbase --cache-dir="$cache/debs" ${packages:+--include="$packages"} \
+        "$suite" "$tree.partial" "$mirror" \
         >"$debootstrap_log" 2>&1 \
         || { tail -n 20 "$debootstrap_log"; fail "debootstrap of $tree failed"; }
     rm -rf "$tree.partial"/var/cache/apt/archives/*.deb "$tree.partial"/var/lib/apt/lists/*
@@ -276,15 +285,18 @@ prepare_context() {
 
 # $@: extra `docker build` arguments.
 docker_build() {
-    if ! DOCKER_BUILDKIT=0 docker build --network none "$@" "$context" >>"$work/build.log" 2>&1; then
+    local status=0
+    DOCKER_BUILDKIT=0 docker build --network none "$@" "$context" >>"$work/build.log" 2>&1 || status=$?
+    cp "$work/build.log" "$cache/last-build.log"
+    if ((status != 0)); then
         tail -n 40 "$work/build.log"
-        fail "docker build $* failed"
+        fail "docker build $* failed (log: $cache/last-build.log)"
     fi
 }
 
 build_image() {
     local build_started=$SECONDS
-    log "docker build --network none (log: $work/build.log)"
+    log "docker build --network none (log: $cache/last-build.log)"
     # The classic builder needs no client plugin and uses the local base
     # images as they are. The build stage gets a tag of its own so that pruning
     # the previous run's images keeps the cached dependency layer beneath it.
@@ -390,8 +402,9 @@ sys.exit(0 if any(c.get("name") == sys.argv[2] for c in clients) else 1)' "$work
     }
     pass "docker health status is healthy (HEALTHCHECK tcphub healthcheck)"
 
+    # The default stop timeout on purpose: the image's drain must fit in it.
     local stop_started=$SECONDS
-    docker stop --time 30 "$container" >/dev/null
+    docker stop "$container" >/dev/null
     expect_client BYE
     [[ $client_line == "BYE shutdown" ]] || fail "client got '$client_line' on docker stop, not 'BYE shutdown'"
     expect_client CLOSED
