@@ -25,7 +25,13 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-TCP_PORT=19100 HTTP_PORT=19101
+# Each scenario run gets its own pair of ports, so nothing left over from the previous
+# server (or another program) can stop the next one from listening.
+SLOT=0
+next_ports() {
+  TCP_PORT=$((19100 + 2 * (SLOT % 400))) HTTP_PORT=$((19101 + 2 * (SLOT % 400)))
+  SLOT=$((SLOT + 1))
+}
 
 echo "== installing the anchors"
 if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
@@ -52,9 +58,6 @@ mkdir -p "$OUT/logs"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\n' \
-  "$TCP_PORT" >"$OUT/mosquitto.conf"
-
 SERVER_PID=
 start_server() { # target scenario run
   local log=$OUT/logs/$1-$2-$3.log
@@ -65,7 +68,9 @@ start_server() { # target scenario run
     nats) nats-server -a 127.0.0.1 -p "$TCP_PORT" >"$log" 2>&1 & ;;
     redis) redis-server --port "$TCP_PORT" --bind 127.0.0.1 --maxclients 19900 --save '' \
              --appendonly no --protected-mode no >"$log" 2>&1 & ;;
-    mqtt) mosquitto -c "$OUT/mosquitto.conf" >"$log" 2>&1 & ;;
+    mqtt) printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\n' \
+            "$TCP_PORT" >"$OUT/mosquitto.conf"
+          mosquitto -c "$OUT/mosquitto.conf" >"$log" 2>&1 & ;;
   esac
   SERVER_PID=$!
   local addrs=(--addr "127.0.0.1:$TCP_PORT")
@@ -126,11 +131,14 @@ for run in $(seq 1 "$RUNS"); do
     for scenario in idle fanout direct; do
       pace
       wait_quiet
-      start_server "$target" "$scenario" "$run"
-      args=$(scenario_args "$target" "$scenario")
-      [ "$run" != 1 ] || echo "tcphub-bench $args" >>"$OUT/commands.txt"
+      next_ports
       # A failed run is recorded (ok=false, with its losses) and the comparison goes on.
-      line=$("$BENCH" $args 2>>"$OUT/logs/bench-errors.log") || true
+      line=
+      if start_server "$target" "$scenario" "$run" 2>>"$OUT/logs/bench-errors.log"; then
+        args=$(scenario_args "$target" "$scenario")
+        [ "$run" != 1 ] || echo "tcphub-bench $args" >>"$OUT/commands.txt"
+        line=$("$BENCH" $args 2>>"$OUT/logs/bench-errors.log") || true
+      fi
       [ -n "$line" ] || line="{\"scenario\":\"$scenario\",\"target\":\"$target\",\"ok\":false,\"error\":\"no result, see logs/bench-errors.log\"}"
       printf '%s\n' "$line" | sed "s/^{/{\"run\":$run,/" | tee -a "$RESULTS"
       stop_server
