@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::problem::{Problem, SendBody};
+use super::problem::{MessageEnvelope, Problem, SendBody};
 use super::{ApiError, AppState};
 
 /// What a broadcast reached.
@@ -35,7 +35,7 @@ pub struct BroadcastResult {
     request_body(
         description = "`{\"message\": <any JSON>}`, or any text/plain body (sent as a string)",
         content(
-            (serde_json::Value = "application/json", example = json!({"message": {"led": "on"}})),
+            (MessageEnvelope = "application/json", example = json!({"message": {"led": "on"}})),
             (String = "text/plain", example = "hello everyone")
         )
     ),

@@ -16,7 +16,7 @@ use crate::protocol::ByeReason;
 use crate::registry::{Client, ListQuery};
 use crate::time_format::rfc3339;
 
-use super::problem::{Problem, SendBody};
+use super::problem::{MessageEnvelope, Problem, SendBody};
 use super::{ApiError, AppState};
 
 /// Largest page `GET /clients` returns.
@@ -213,7 +213,7 @@ pub async fn get_one(
     request_body(
         description = "`{\"message\": <any JSON>}`, or any text/plain body (sent as a string)",
         content(
-            (serde_json::Value = "application/json", example = json!({"message": {"led": "on"}})),
+            (MessageEnvelope = "application/json", example = json!({"message": {"led": "on"}})),
             (String = "text/plain", example = "hello Client-1")
         )
     ),

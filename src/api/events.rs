@@ -52,6 +52,23 @@ pub struct EventsMissed {
     pub missed: u64,
 }
 
+/// One server-sent event as it arrives on the stream (the SSE fields, not JSON).
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({
+    "id": "42",
+    "event": "client.named",
+    "data": "{\"id\":42,\"time\":\"2026-11-25T18:40:30.123Z\",\"clientId\":\"c7\",\"name\":\"Client-1\",\"peer\":\"127.0.0.1:50312\",\"type\":\"client.named\",\"oldName\":null}"
+}))]
+pub struct StreamedEvent {
+    /// The event's id, to resume from with `Last-Event-ID`; absent on `events.missed`.
+    pub id: Option<String>,
+    /// The event's type.
+    pub event: String,
+    /// An `Event` as JSON, or an `EventsMissed` for `event: events.missed`.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
 /// Follow the hub's events as server-sent events.
 ///
 /// Each event is sent as `id: <id>`, `event: <type>` and `data: <Event as JSON>`.
@@ -70,7 +87,7 @@ pub struct EventsMissed {
     ),
     responses(
         (status = 200, description = "A `text/event-stream` of events; each `data` is an Event, or an EventsMissed for `event: events.missed`",
-         content_type = "text/event-stream", body = Event),
+         content_type = "text/event-stream", body = StreamedEvent),
         (status = 400, description = "`invalid_query` (an unknown type) or `invalid_header` (a malformed Last-Event-ID)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
     )

@@ -143,7 +143,11 @@ async fn record_request(State(state): State<AppState>, request: Request, next: N
         ops::metrics,
         ops::openapi,
     ),
-    components(schemas(events::EventsMissed, crate::webhooks::EventBatch)),
+    components(schemas(
+        crate::events::Event,
+        events::EventsMissed,
+        crate::webhooks::EventBatch
+    )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(

@@ -176,6 +176,17 @@ impl IntoResponse for ApiError {
 #[derive(Debug)]
 pub struct SendBody(pub Value);
 
+/// A JSON send body: `{"message": <any JSON>}` and nothing else.
+// Only the OpenAPI document uses this type: bodies are read by `SendBody`, which
+// keeps the message raw so that its size is checked before it is parsed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"message": {"led": "on"}}))]
+pub struct MessageEnvelope {
+    /// The message to push: any JSON value.
+    pub message: Value,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Envelope<'a> {
