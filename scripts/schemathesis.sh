@@ -72,7 +72,7 @@ while True:
 PY
 clients_pid=$!
 
-SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$root/scripts" \
+SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$root/scripts" PYTHONDONTWRITEBYTECODE=1 \
     "$venv/bin/schemathesis" --config-file "$root/scripts/schemathesis.toml" --no-color run "$root/openapi/openapi.json" \
     --url "http://$http_addr" \
     --header "Authorization: Bearer $token" \

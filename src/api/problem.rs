@@ -206,11 +206,22 @@ impl FromRequest<AppState> for SendBody {
         };
         let body = axum::body::to_bytes(request.into_body(), limit)
             .await
-            .map_err(|_| ApiError::MessageTooLarge(max))?;
+            .map_err(|err| unreadable_body(err, max))?;
         match kind {
             BodyKind::Text => text_message(body),
             BodyKind::Json => json_message(&body, max),
         }
+    }
+}
+
+/// A body that could not be read: too long, or broken (bad chunked encoding, or
+/// shorter than its `Content-Length`).
+fn unreadable_body(err: axum::Error, max: usize) -> ApiError {
+    let cause = err.into_inner();
+    if cause.is::<http_body_util::LengthLimitError>() {
+        ApiError::MessageTooLarge(max)
+    } else {
+        ApiError::InvalidBody(format!("the body could not be read: {cause}"))
     }
 }
 
@@ -247,9 +258,15 @@ fn text_message(body: Bytes) -> Result<SendBody, ApiError> {
 }
 
 fn json_message(body: &[u8], max: usize) -> Result<SendBody, ApiError> {
-    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|err| {
+    let expected = |err: &dyn std::fmt::Display| {
         ApiError::InvalidBody(format!("expected {{\"message\": <any JSON>}}: {err}"))
-    })?;
+    };
+    // serde reads a struct from an array too (`[1]` as `{"message": 1}`); only
+    // the object form is the documented body.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(expected(&"the body is not a JSON object"));
+    }
+    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|err| expected(&err))?;
     if envelope.message.get().len() > max {
         return Err(ApiError::MessageTooLarge(max));
     }
