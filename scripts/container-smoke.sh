@@ -183,10 +183,13 @@ cleanup() {
     exit "$status"
 }
 
-# Creates a debootstrapped root tree in the cache unless it is already there.
-# $1: tree path, $2: comma-separated packages beyond minbase (may be empty).
+# Sets root_tree to a cached debootstrapped tree, creating it if needed; the
+# name records the package list, so changing the list makes a new tree.
+# $1: comma-separated packages beyond minbase (may be empty).
 ensure_root_tree() {
-    local tree=$1 packages=$2 debootstrap_log
+    local packages=$1 tree debootstrap_log
+    tree=$cache/rootfs/$suite-minbase${packages:+-$(printf '%s' "$packages" | sha256sum | cut -c1-12)}
+    root_tree=$tree
     [[ -e $tree.complete ]] && return
     debootstrap_log=$work/debootstrap-$(basename "$tree").log
     log "debootstrap $suite minbase ${packages:++ $packages }from $mirror"
@@ -231,12 +234,14 @@ prepare_base_images() {
     rust_image=$(sed -n 's/^ARG RUST_IMAGE=//p' "$repo/Dockerfile")
     [[ -n $runtime_image && -n $rust_image ]] || fail "Dockerfile lacks ARG RUNTIME_IMAGE=/ARG RUST_IMAGE= defaults"
 
-    runtime_tree=$cache/rootfs/$suite-minbase
-    ensure_root_tree "$runtime_tree" ""
+    ensure_root_tree ""
+    runtime_tree=$root_tree
     import_image "$runtime_image" "$runtime_tree $mirror" "$runtime_tree" 'CMD ["bash"]'
 
-    build_tree=$cache/rootfs/$suite-minbase-rust-build
-    ensure_root_tree "$build_tree" "ca-certificates,gcc,libc6-dev"
+    # What the official Rust image brings that crate builds rely on: TLS roots,
+    # a C compiler and linker, and make (for -sys crates such as jemalloc's).
+    ensure_root_tree "ca-certificates,gcc,libc6-dev,make"
+    build_tree=$root_tree
     sysroot=$(rustc --print sysroot) || fail "no Rust toolchain on this machine"
     [[ $sysroot != /usr && -x $sysroot/bin/cargo && -x $sysroot/bin/rustc ]] \
         || fail "rustc's sysroot $sysroot is not a self-contained toolchain with cargo"
