@@ -68,6 +68,12 @@ impl FrameDecoder {
         }
     }
 
+    /// Whether the decoder holds no state: no unfinished frame, nothing to skip.
+    /// Such a decoder need not be kept between reads.
+    pub fn is_between_frames(&self) -> bool {
+        self.pending.is_empty() && self.scan.is_fresh() && !self.skipping && !self.too_large
+    }
+
     /// Bytes held for an unfinished frame.
     pub fn pending_len(&self) -> usize {
         self.pending.len()

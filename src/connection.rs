@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use serde_json::Value;
 use socket2::SockRef;
 use tokio::net::TcpStream;
@@ -22,7 +23,7 @@ use tracing::{debug, info};
 
 use crate::codec::{Decoded, FrameDecoder};
 use crate::protocol::{ByeReason, ClientFrame, ErrorCode, FrameError, HubFrame, validate_name};
-use crate::registry::{Admission, Client, Registry, SyncError};
+use crate::registry::{Admission, Client, Registration, Registry, SyncError};
 
 /// Bytes read from the socket per read call (a stack buffer, not held while idle).
 const READ_CHUNK: usize = 8192;
@@ -32,60 +33,53 @@ const READS_PER_WAKE: usize = 8;
 /// kernel does not reset the connection before the client has read the `bye`.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Per-connection settings.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// Longest inbound frame.
-    pub max_frame_bytes: usize,
-    /// How long closing may spend flushing.
-    pub grace: Duration,
-}
-
 /// Serves one accepted connection until it ends.
 ///
-/// Registration happens before the returned future is first polled, so the
-/// socket and peer address are not kept twice in every idle task.
+/// Registration happens before the returned future is first polled, and the
+/// future holds little more than the registration: every idle client keeps one.
 pub fn serve(
     registry: Registry,
     socket: TcpStream,
     peer: SocketAddr,
-    limits: ConnectionLimits,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let admission = registry.connect(peer, Some(socket));
-    async move {
-        let mut registration = match admission {
-            Admission::Admitted(registration) => registration,
-            Admission::Refused(client) => {
-                info!(session = %client.id(), peer = %client.peer(), reason = ?client.outbox().closing(), "connection refused");
-                Box::pin(close(&registry, &client, limits.grace)).await;
-                return;
-            }
-        };
-        let client = Arc::clone(registration.client());
-        info!(session = %client.id(), peer = %client.peer(), "client connected");
-        if let Err(err) = read_and_flush(&registry, &client, limits.max_frame_bytes).await {
-            debug!(session = %client.id(), %err, "connection failed");
-            registration.ended_by_error();
-        }
-        Box::pin(close(&registry, &client, limits.grace)).await;
-        let reason = client
-            .outbox()
-            .closing()
-            .map_or("closed", ByeReason::as_str);
-        info!(session = %client.id(), peer = %client.peer(), name = ?client.name(), reason, "client disconnected");
+    match registry.connect(peer, Some(socket)) {
+        Admission::Admitted(registration) => Either::Left(run(registration)),
+        Admission::Refused(client) => Either::Right(refuse(registry, client)),
     }
 }
 
+async fn run(mut registration: Registration) {
+    {
+        let client = registration.client();
+        info!(session = %client.id(), peer = %client.peer(), "client connected");
+    }
+    let outcome = read_and_flush(registration.registry(), registration.client()).await;
+    if let Err(err) = outcome {
+        debug!(session = %registration.client().id(), %err, "connection failed");
+        registration.ended_by_error();
+    }
+    let (registry, client) = (registration.registry(), registration.client());
+    Box::pin(close(registry, client)).await;
+    let reason = client
+        .outbox()
+        .closing()
+        .map_or("closed", ByeReason::as_str);
+    info!(session = %client.id(), peer = %client.peer(), name = ?client.name(), reason, "client disconnected");
+}
+
+async fn refuse(registry: Registry, client: Arc<Client>) {
+    let reason = client.outbox().closing();
+    info!(session = %client.id(), peer = %client.peer(), ?reason, "connection refused");
+    Box::pin(close(&registry, &client)).await;
+}
+
 /// Runs the connection until the peer closes it or the hub queues its `bye`.
-async fn read_and_flush(
-    registry: &Registry,
-    client: &Arc<Client>,
-    max_frame_bytes: usize,
-) -> io::Result<()> {
+async fn read_and_flush(registry: &Registry, client: &Arc<Client>) -> io::Result<()> {
     let Some(socket) = client.socket() else {
         return Ok(());
     };
-    let mut decoder = FrameDecoder::new(max_frame_bytes);
+    // Kept only while a frame is unfinished; most idle clients hold none.
+    let mut decoder: Option<Box<FrameDecoder>> = None;
     // True while queued frames wait for the socket to accept more bytes.
     let mut blocked = false;
     while client.outbox().closing().is_none() {
@@ -139,8 +133,26 @@ enum Flow {
     PeerClosed,
 }
 
-/// Reads what the socket holds and handles every complete frame.
+/// Reads what the socket holds and handles every complete frame, keeping the
+/// decoder in `saved` only while it is in the middle of a frame.
 fn read_frames(
+    registry: &Registry,
+    client: &Arc<Client>,
+    socket: &TcpStream,
+    saved: &mut Option<Box<FrameDecoder>>,
+) -> io::Result<Flow> {
+    let mut decoder = match saved.take() {
+        Some(decoder) => *decoder,
+        None => FrameDecoder::new(registry.max_frame_bytes()),
+    };
+    let flow = read_into(registry, client, socket, &mut decoder);
+    if !decoder.is_between_frames() {
+        *saved = Some(Box::new(decoder));
+    }
+    flow
+}
+
+fn read_into(
     registry: &Registry,
     client: &Arc<Client>,
     socket: &TcpStream,
@@ -237,11 +249,11 @@ fn reply_error(registry: &Registry, client: &Client, refusal: &FrameError) {
 }
 
 /// Flushes what is queued (the `bye` last) within `grace`, then closes the socket.
-async fn close(registry: &Registry, client: &Client, grace: Duration) {
+async fn close(registry: &Registry, client: &Client) {
     let Some(socket) = client.socket() else {
         return;
     };
-    let deadline = Instant::now() + grace;
+    let deadline = Instant::now() + registry.close_grace();
     loop {
         match flush(registry, client, socket) {
             Ok(true) => break,

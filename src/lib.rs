@@ -42,8 +42,6 @@ use tracing::info;
 pub use config::Config;
 pub use registry::Registry;
 
-use connection::ConnectionLimits;
-
 /// Longest pause between idle-timeout sweeps.
 const IDLE_SWEEP_MAX: Duration = Duration::from_secs(1);
 
@@ -79,16 +77,11 @@ impl Hub {
         http: TcpListener,
         shutdown: CancellationToken,
     ) -> io::Result<()> {
-        let limits = ConnectionLimits {
-            max_frame_bytes: self.config.max_frame_bytes,
-            grace: self.config.shutdown_grace,
-        };
         let webhooks = webhooks::start(&self.config, &self.registry)?;
         let tasks = TaskTracker::new();
         let accepting = tokio::spawn(tcp::accept_loop(
             tcp,
             self.registry.clone(),
-            limits,
             tasks.clone(),
             shutdown.clone(),
         ));

@@ -22,8 +22,6 @@ use crate::protocol::{ByeReason, HubFrame};
 
 /// Most frames handed to one vectored write.
 const MAX_WRITE_SLICES: usize = 64;
-/// A drained queue keeps at most this many slots allocated.
-const IDLE_QUEUE_SLOTS: usize = 8;
 
 /// Something frames can be written to without blocking.
 pub trait FrameSink {
@@ -69,11 +67,31 @@ pub struct Outbox {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Frames the socket has not taken yet; allocated only while there are some.
+    backlog: Option<Box<Backlog>>,
+    /// Set once the client is being disconnected; its `bye` is the last frame queued.
+    closing: Option<ByeReason>,
+}
+
+#[derive(Debug, Default)]
+struct Backlog {
     frames: VecDeque<Bytes>,
     /// Bytes of `frames[0]` already written.
     head_written: usize,
-    /// Set once the client is being disconnected; its `bye` is the last frame queued.
-    closing: Option<ByeReason>,
+}
+
+impl State {
+    fn queued(&self) -> usize {
+        self.backlog
+            .as_ref()
+            .map_or(0, |backlog| backlog.frames.len())
+    }
+
+    fn push(&mut self, frame: Bytes) -> &mut Backlog {
+        let backlog = self.backlog.get_or_insert_with(Box::default);
+        backlog.frames.push_back(frame);
+        backlog
+    }
 }
 
 impl Outbox {
@@ -91,11 +109,12 @@ impl Outbox {
         if state.closing.is_some() {
             return (Offer::Closing, Written::default());
         }
-        if !state.frames.is_empty() {
-            if state.frames.len() >= capacity {
+        let queued = state.queued();
+        if queued > 0 {
+            if queued >= capacity {
                 return (Offer::Full, Written::default());
             }
-            state.frames.push_back(frame.clone());
+            state.push(frame.clone());
             return (Offer::Accepted, Written::default());
         }
         let written = match sink.map(|sink| sink.try_write_vectored(&[IoSlice::new(frame)])) {
@@ -108,8 +127,7 @@ impl Outbox {
             // and meets the error itself if there is one.
             _ => 0,
         };
-        state.frames.push_back(frame.clone());
-        state.head_written = written;
+        state.push(frame.clone()).head_written = written;
         drop(state);
         self.wake_task();
         let bytes = written as u64;
@@ -124,7 +142,7 @@ impl Outbox {
             return false;
         }
         state.closing = Some(reason);
-        state.frames.push_back(HubFrame::Bye { reason }.encode());
+        state.push(HubFrame::Bye { reason }.encode());
         drop(state);
         self.wake_task();
         true
@@ -137,7 +155,7 @@ impl Outbox {
 
     /// Frames waiting to be written.
     pub fn len(&self) -> usize {
-        self.lock().frames.len()
+        self.lock().queued()
     }
 
     /// Whether no frame is waiting.
@@ -168,29 +186,19 @@ impl Outbox {
     pub fn flush(&self, sink: &dyn FrameSink) -> io::Result<(bool, Written)> {
         let mut state = self.lock();
         let mut written = Written::default();
-        while !state.frames.is_empty() {
-            let n = {
-                let head = &state.frames[0][state.head_written..];
-                let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
-                slices[0] = IoSlice::new(head);
-                let mut count = 1;
-                for (slot, frame) in slices[1..].iter_mut().zip(state.frames.iter().skip(1)) {
-                    *slot = IoSlice::new(frame);
-                    count += 1;
-                }
-                match sink.try_write_vectored(&slices[..count]) {
-                    Ok(n) => n,
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        return Ok((false, written));
-                    }
-                    Err(err) => return Err(err),
-                }
+        while let Some(backlog) = state.backlog.as_mut() {
+            let n = match sink
+                .try_write_vectored(backlog.slices(&mut [IoSlice::new(&[]); MAX_WRITE_SLICES]))
+            {
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok((false, written)),
+                Err(err) => return Err(err),
             };
             written.bytes += n as u64;
-            written.frames += state.consume(n);
-        }
-        if state.frames.capacity() > IDLE_QUEUE_SLOTS {
-            state.frames = VecDeque::new();
+            written.frames += backlog.consume(n);
+            if backlog.frames.is_empty() {
+                state.backlog = None;
+            }
         }
         Ok((true, written))
     }
@@ -204,7 +212,22 @@ impl Outbox {
     }
 }
 
-impl State {
+impl Backlog {
+    /// The unwritten bytes, as up to `slots.len()` slices.
+    fn slices<'a>(&'a self, slots: &'a mut [IoSlice<'a>]) -> &'a [IoSlice<'a>] {
+        let mut frames = self.frames.iter();
+        let mut count = 0;
+        if let Some(head) = frames.next() {
+            slots[0] = IoSlice::new(&head[self.head_written..]);
+            count = 1;
+        }
+        for (slot, frame) in slots[count..].iter_mut().zip(frames) {
+            *slot = IoSlice::new(frame);
+            count += 1;
+        }
+        &slots[..count]
+    }
+
     /// Drops the first `n` written bytes from the queue; returns the frames completed.
     fn consume(&mut self, mut n: usize) -> u64 {
         let mut completed = 0;

@@ -32,6 +32,8 @@ pub struct Registry {
 
 #[derive(Debug)]
 struct Inner {
+    max_frame_bytes: usize,
+    close_grace: Duration,
     duplicate_names: DuplicateNames,
     max_clients: usize,
     queue_capacity: usize,
@@ -57,7 +59,9 @@ struct Clients {
 pub struct Client {
     session: u64,
     peer: SocketAddr,
-    connected_at: SystemTime,
+    /// Milliseconds since the Unix epoch (half a `SystemTime`: this struct is
+    /// kept once per connection).
+    connected_at_ms: u64,
     name: Mutex<Option<Arc<str>>>,
     socket: Option<TcpStream>,
     outbox: Outbox,
@@ -94,7 +98,7 @@ impl Client {
 
     /// When the connection was accepted.
     pub fn connected_at(&self) -> SystemTime {
-        self.connected_at
+        UNIX_EPOCH + Duration::from_millis(self.connected_at_ms)
     }
 
     /// When the client last sent a frame (or connected).
@@ -160,6 +164,11 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// The registry it belongs to.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The registered client.
     pub fn client(&self) -> &Arc<Client> {
         &self.client
@@ -244,6 +253,8 @@ impl Registry {
     pub fn new(config: &Config) -> Registry {
         Registry {
             inner: Arc::new(Inner {
+                max_frame_bytes: config.max_frame_bytes,
+                close_grace: config.shutdown_grace,
                 duplicate_names: config.duplicate_names,
                 max_clients: config.max_clients,
                 queue_capacity: config.queue_capacity,
@@ -256,6 +267,16 @@ impl Registry {
                 metrics: Metrics::default(),
             }),
         }
+    }
+
+    /// Longest inbound frame a connection accepts.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.inner.max_frame_bytes
+    }
+
+    /// How long a closing connection may spend flushing what is queued for it.
+    pub fn close_grace(&self) -> Duration {
+        self.inner.close_grace
     }
 
     /// The hub's events.
@@ -274,7 +295,7 @@ impl Registry {
         let client = Arc::new(Client {
             session: self.inner.next_session.fetch_add(1, Ordering::Relaxed),
             peer,
-            connected_at: now,
+            connected_at_ms: unix_millis(now),
             name: Mutex::new(None),
             socket,
             outbox: Outbox::default(),

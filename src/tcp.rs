@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::connection::{self, ConnectionLimits};
+use crate::connection;
 use crate::registry::Registry;
 
 /// Idle time before the first keepalive probe.
@@ -25,7 +25,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub async fn accept_loop(
     listener: TcpListener,
     registry: Registry,
-    limits: ConnectionLimits,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
@@ -39,7 +38,7 @@ pub async fn accept_loop(
                 if let Err(err) = tune(&socket) {
                     debug!(%peer, %err, "could not tune client socket");
                 }
-                tasks.spawn(connection::serve(registry.clone(), socket, peer, limits));
+                tasks.spawn(connection::serve(registry.clone(), socket, peer));
             }
             Err(err) => {
                 warn!(%err, "accept failed");
