@@ -359,49 +359,44 @@ impl Racer {
         let _ = self.writer.write_all(&line).await;
     }
 
-    /// Claims `name` and reads until the hub answers the claim; a `bye` (for an
-    /// earlier name: replaced or kicked) means starting over on a new connection.
+    /// Claims `name`. The hub answers with a `welcome`, unless this connection
+    /// lost its earlier name first (a `bye`, replaced or kicked): then the racer
+    /// starts over on a new connection.
     async fn claim(&mut self, hub: &TestHub, index: usize, name: &str) {
         self.send(&json!({"type": "sync", "clientName": name}))
             .await;
-        loop {
-            let Some(frame) = self.next_frame().await else {
-                panic!("closed without a bye while claiming {name}");
-            };
-            match frame["type"].as_str() {
-                Some("welcome") if frame["clientName"] == name => {
-                    self.session = frame["id"].as_str().unwrap().to_owned();
-                    self.holds = Some(name.to_owned());
-                    return;
-                }
-                Some("bye") => {
-                    let reason = frame["reason"].as_str().unwrap();
-                    assert!(["replaced", "kicked"].contains(&reason), "{frame}");
-                    *self = Racer::connect(hub, index).await;
-                    return;
-                }
-                _ => panic!("unexpected {frame} while claiming {name}"),
+        let Some(frame) = self.next_frame().await else {
+            panic!("closed without a bye while claiming {name}");
+        };
+        match frame["type"].as_str() {
+            Some("welcome") if frame["clientName"] == name => {
+                self.session = frame["id"].as_str().unwrap().to_owned();
+                self.holds = Some(name.to_owned());
             }
+            Some("bye") => {
+                let reason = frame["reason"].as_str().unwrap();
+                assert!(["replaced", "kicked"].contains(&reason), "{frame}");
+                *self = Racer::connect(hub, index).await;
+            }
+            _ => panic!("unexpected {frame} while claiming {name}"),
         }
     }
 
-    /// Reads everything the hub sent before a ping's answer; false when that
-    /// was a `bye` and the connection is gone.
+    /// Reads what the hub sent before a ping's answer: the pong (true), or a
+    /// `bye` and the end of the connection (false).
     async fn settle(&mut self) -> bool {
         self.send(&json!({"type": "ping"})).await;
-        loop {
-            let Some(frame) = self.next_frame().await else {
-                panic!("closed without a bye");
-            };
-            match frame["type"].as_str() {
-                Some("pong") => return true,
-                Some("bye") => {
-                    self.holds = None;
-                    assert!(self.next_frame().await.is_none(), "frames after the bye");
-                    return false;
-                }
-                _ => panic!("unexpected {frame} while settling"),
+        let Some(frame) = self.next_frame().await else {
+            panic!("closed without a bye");
+        };
+        match frame["type"].as_str() {
+            Some("pong") => true,
+            Some("bye") => {
+                self.holds = None;
+                assert!(self.next_frame().await.is_none(), "frames after the bye");
+                false
             }
+            _ => panic!("unexpected {frame} while settling"),
         }
     }
 }
