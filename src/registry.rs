@@ -24,6 +24,9 @@ use crate::metrics::{Metrics, ReasonLabels};
 use crate::outbox::{FrameSink, Offer, Outbox, Written};
 use crate::protocol::{ByeReason, HubFrame, Scope};
 
+/// Broadcasts to at least this many clients are spread over all cores.
+const PARALLEL_FANOUT_MIN: usize = 2048;
+
 /// Handle to the shared registry of live clients.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -233,6 +236,25 @@ pub struct BroadcastReport {
     pub queued: usize,
     /// Clients whose queue was full.
     pub dropped: usize,
+}
+
+/// What part of a broadcast reached.
+#[derive(Debug, Default)]
+struct FanOut {
+    recipients: usize,
+    queued: usize,
+    dropped: usize,
+    written: Written,
+}
+
+impl FanOut {
+    fn add(&mut self, other: FanOut) {
+        self.recipients += other.recipients;
+        self.queued += other.queued;
+        self.dropped += other.dropped;
+        self.written.frames += other.written.frames;
+        self.written.bytes += other.written.bytes;
+    }
 }
 
 /// Which clients `list` returns.
@@ -458,38 +480,67 @@ impl Registry {
             message,
         }
         .encode();
-        let mut report = BroadcastReport {
-            id,
-            recipients: 0,
-            queued: 0,
-            dropped: 0,
+        let tally = if recipients.len() < PARALLEL_FANOUT_MIN {
+            self.deliver_to_all(&recipients, &frame, &id)
+        } else {
+            self.deliver_in_parallel(&recipients, &frame, &id)
         };
-        let mut written = Written::default();
-        for client in &recipients {
-            let (offer, client_written) =
-                client
-                    .outbox
-                    .offer(&frame, self.inner.queue_capacity, client.sink());
-            client.record_written(client_written);
-            written.frames += client_written.frames;
-            written.bytes += client_written.bytes;
-            match offer {
-                Offer::Accepted => report.queued += 1,
-                Offer::Full => {
-                    self.on_full_queue(client, &report.id);
-                    report.dropped += 1;
-                }
-                Offer::Closing => continue,
-            }
-            report.recipients += 1;
-        }
-        self.record_written(written);
-        self.count_queued(Scope::Broadcast, report.queued as u64);
+        self.record_written(tally.written);
+        self.count_queued(Scope::Broadcast, tally.queued as u64);
         self.inner
             .metrics
             .broadcast_fanout
-            .observe(report.recipients as f64);
-        report
+            .observe(tally.recipients as f64);
+        BroadcastReport {
+            id,
+            recipients: tally.recipients,
+            queued: tally.queued,
+            dropped: tally.dropped,
+        }
+    }
+
+    /// Fans `frame` out over one thread per core, each writing to its share of
+    /// the recipients (a socket write is the whole cost of a delivery).
+    fn deliver_in_parallel(&self, recipients: &[Arc<Client>], frame: &Bytes, id: &str) -> FanOut {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let share = recipients.len().div_ceil(threads);
+        let mut shares = recipients.chunks(share);
+        let own = shares.next().unwrap_or_default();
+        std::thread::scope(|scope| {
+            let others: Vec<_> = shares
+                .map(|share| scope.spawn(move || self.deliver_to_all(share, frame, id)))
+                .collect();
+            let mut tally = self.deliver_to_all(own, frame, id);
+            for other in others {
+                // A delivery thread only panics on a bug; its share is then unreported.
+                tally.add(other.join().unwrap_or_default());
+            }
+            tally
+        })
+    }
+
+    /// Offers `frame` to each client in turn.
+    fn deliver_to_all(&self, recipients: &[Arc<Client>], frame: &Bytes, id: &str) -> FanOut {
+        let mut tally = FanOut::default();
+        for client in recipients {
+            let (offer, written) =
+                client
+                    .outbox
+                    .offer(frame, self.inner.queue_capacity, client.sink());
+            client.record_written(written);
+            tally.written.frames += written.frames;
+            tally.written.bytes += written.bytes;
+            match offer {
+                Offer::Accepted => tally.queued += 1,
+                Offer::Full => {
+                    self.on_full_queue(client, id);
+                    tally.dropped += 1;
+                }
+                Offer::Closing => continue,
+            }
+            tally.recipients += 1;
+        }
+        tally
     }
 
     /// Queues a frame the hub itself sends `client` (a reply); false when refused.
