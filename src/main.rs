@@ -55,6 +55,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.to_config();
     config.validate()?;
     raise_open_files_limit();
+    let signals = Signals::new().context("cannot listen for signals")?;
     let tcp = TcpListener::bind(config.tcp_addr)
         .await
         .with_context(|| format!("cannot listen for TCP clients on {}", config.tcp_addr))?;
@@ -63,7 +64,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
     info!(tcp = %tcp.local_addr()?, http = %http.local_addr()?, "tcphub listening");
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signals(shutdown.clone()));
+    tokio::spawn(stop_on_signals(signals, shutdown.clone()));
     Hub::new(config).serve(tcp, http, shutdown).await?;
     Ok(())
 }
@@ -94,34 +95,54 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT; exits at once on the second.
-async fn stop_on_signals(shutdown: CancellationToken) {
-    if let Err(err) = next_signal().await {
-        warn!(%err, "cannot listen for signals");
-        return;
-    }
-    info!("signal received: draining (send it again to exit at once)");
-    shutdown.cancel();
-    if next_signal().await.is_ok() {
-        warn!("second signal: exiting without draining");
-        std::process::exit(1);
-    }
+/// SIGTERM and SIGINT, listened to from the moment this is made (so a signal
+/// sent right after the hub logs its addresses is never missed).
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
 }
 
 #[cfg(unix)]
-async fn next_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => Ok(()),
-        _ = int.recv() => Ok(()),
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn next_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn next(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Cancels `shutdown` on the first signal; exits at once on the second.
+async fn stop_on_signals(mut signals: Signals, shutdown: CancellationToken) {
+    signals.next().await;
+    info!("signal received: draining (send it again to exit at once)");
+    shutdown.cancel();
+    signals.next().await;
+    warn!("second signal: exiting without draining");
+    std::process::exit(1);
 }
 
 /// Exits 0 when `GET /healthz` on `http_addr` answers 200.

@@ -1,0 +1,312 @@
+//! The real `tcphub` binary as a child process: start-up, JSON logs, the drain
+//! on SIGTERM, the second signal, and configuration errors.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{PATIENCE, TestClient};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::time::timeout;
+
+const TOKEN: &str = "t0ken-that-must-never-be-logged";
+
+/// A running hub binary with JSON logs on stdout.
+struct Process {
+    child: Child,
+    logs: Lines<BufReader<ChildStdout>>,
+    tcp_addr: String,
+    http_addr: String,
+    /// The open-files limit the hub reported raising itself to.
+    open_files: u64,
+}
+
+impl Process {
+    async fn start(extra: &[&str]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcphub"))
+            .args([
+                "--tcp-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .args(["--api-token", TOKEN])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let logs = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut process = Process {
+            child,
+            logs,
+            tcp_addr: String::new(),
+            http_addr: String::new(),
+            open_files: 0,
+        };
+        let limit = process
+            .log_until(|line| line["message"] == "open files limit")
+            .await;
+        process.open_files = limit["open_files"].as_u64().unwrap();
+        assert_eq!(limit["clients"].as_u64(), Some(process.open_files - 32));
+        let listening = process
+            .log_until(|line| line["message"] == "tcphub listening")
+            .await;
+        process.tcp_addr = listening["tcp"].as_str().unwrap().to_owned();
+        process.http_addr = listening["http"].as_str().unwrap().to_owned();
+        process
+    }
+
+    /// The next log line for which `wanted` holds; every line must be JSON without the token.
+    async fn log_until(&mut self, mut wanted: impl FnMut(&Value) -> bool) -> Value {
+        loop {
+            let line = timeout(PATIENCE, self.logs.next_line())
+                .await
+                .expect("no log line in time")
+                .unwrap()
+                .expect("the hub's log ended");
+            assert!(!line.contains(TOKEN), "the API token was logged: {line}");
+            let entry: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|err| panic!("log line {line:?} is not JSON: {err}"));
+            if wanted(&entry) {
+                return entry;
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn http(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("http://{}{path}", self.http_addr))
+            .bearer_auth(TOKEN)
+    }
+
+    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let status = timeout(within, self.child.wait())
+            .await
+            .expect("the hub did not exit in time")
+            .unwrap();
+        status.code()
+    }
+}
+
+async fn connect(addr: &str) -> TestClient {
+    TestClient::from_stream(TcpStream::connect(addr).await.unwrap())
+}
+
+#[tokio::test]
+async fn start_up_logs_the_addresses_and_the_client_capacity() {
+    let mut hub = Process::start(&[]).await;
+    assert!(hub.tcp_addr.starts_with("127.0.0.1:") && hub.http_addr.starts_with("127.0.0.1:"));
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let hard: u64 = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(4))
+        .and_then(|hard| hard.parse().ok())
+        .unwrap();
+    assert_eq!(
+        hub.open_files, hard,
+        "the soft limit is raised to the hard limit"
+    );
+    hub.signal("TERM");
+    assert_eq!(hub.exit_code(PATIENCE).await, Some(0));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tcphub"))
+        .args([
+            "--tcp-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--max-clients",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "--max-clients 0 is refused");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim(), "tcphub: --max-clients must be at least 1");
+}
+
+#[tokio::test]
+async fn logs_are_json_with_session_peer_and_name_and_never_the_token() {
+    let mut hub = Process::start(&[]).await;
+    let mut client = connect(&hub.tcp_addr).await;
+    let id = client.sync("logged").await;
+    let connected = hub
+        .log_until(|line| line["message"] == "client connected")
+        .await;
+    assert_eq!(
+        (connected["level"].clone(), connected["session"].clone()),
+        (json!("INFO"), json!(id))
+    );
+    assert!(
+        connected["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let named = hub
+        .log_until(|line| line["message"] == "client named")
+        .await;
+    assert_eq!(
+        (named["session"].clone(), named["name"].clone()),
+        (json!(id), json!("logged"))
+    );
+    let response = hub
+        .http(reqwest::Method::GET, "/clients")
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    client.close().await;
+    let gone = hub
+        .log_until(|line| line["message"] == "client disconnected")
+        .await;
+    assert_eq!(
+        (gone["session"].clone(), gone["reason"].clone()),
+        (json!(id), json!("closed"))
+    );
+    hub.signal("TERM");
+    hub.log_until(|line| line["message"] == "shutdown complete")
+        .await;
+    assert_eq!(hub.exit_code(PATIENCE).await, Some(0));
+}
+
+#[tokio::test]
+async fn sigterm_drains_queued_messages_then_says_bye_and_exits_zero() {
+    let mut hub = Process::start(&["--shutdown-grace", "30"]).await;
+    let mut reader = connect(&hub.tcp_addr).await;
+    reader.sync("reader").await;
+    // Queue more than the socket buffers hold, so the drain has work to do.
+    let big = "q".repeat(60_000);
+    let mut sent = Vec::new();
+    loop {
+        let response = hub
+            .http(reqwest::Method::POST, "/clients/reader/send")
+            .await
+            .json(&json!({"message": big}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        sent.push(response.json::<Value>().await.unwrap()["id"].clone());
+        let client: Value = hub
+            .http(reqwest::Method::GET, "/clients/reader")
+            .await
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if client["queueLen"].as_u64().unwrap() > 2 {
+            break;
+        }
+    }
+    hub.signal("TERM");
+    hub.log_until(|line| line["message"] == "shutting down: draining clients")
+        .await;
+    let ready = hub
+        .http(reqwest::Method::GET, "/readyz")
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(
+        TcpStream::connect(&hub.tcp_addr).await.is_err(),
+        "the TCP listener still accepts"
+    );
+    for id in &sent {
+        let frame = reader.recv().await;
+        assert_eq!(
+            (frame["type"].clone(), frame["id"].clone()),
+            (json!("message"), id.clone())
+        );
+    }
+    reader.expect_bye("shutdown").await;
+    assert_eq!(hub.exit_code(PATIENCE).await, Some(0));
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let mut hub = Process::start(&["--shutdown-grace", "600"]).await;
+    let mut stuck = connect(&hub.tcp_addr).await;
+    stuck.sync("stuck").await;
+    let big = "s".repeat(60_000);
+    loop {
+        let response = hub
+            .http(reqwest::Method::POST, "/clients/stuck/send")
+            .await
+            .json(&json!({"message": big}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let client: Value = hub
+            .http(reqwest::Method::GET, "/clients/stuck")
+            .await
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if client["queueLen"].as_u64().unwrap() > 0 {
+            break;
+        }
+    }
+    hub.signal("TERM");
+    hub.log_until(|line| line["message"] == "shutting down: draining clients")
+        .await;
+    hub.signal("INT");
+    assert_eq!(
+        hub.exit_code(PATIENCE).await,
+        Some(1),
+        "exits at once, not after the 600 s grace"
+    );
+}
+
+#[test]
+fn configuration_errors_fail_fast_with_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tcphub"))
+        .args(["--tcp-addr", &port, "--http-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "tcphub: cannot listen for TCP clients on {port}: "
+        )),
+        "{stderr}"
+    );
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tcphub"))
+        .args(["--tcp-addr", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid value 'not-an-address'"));
+}
