@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: the Rust tests, then the checks that need
-# more than cargo (each installs what it needs; a missing tool is a failure).
-# Run from anywhere as root (apt-get and dockerd need it): scripts/test-all.sh
+# more than cargo. Each check installs what it needs (apt, pip, npm, cargo); a
+# missing tool is a failure, never a skip. Run as root (apt-get and dockerd need
+# it), from anywhere: scripts/test-all.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "cargo test (unit, integration, Node seed clients)"
+step "cargo test: unit, integration, the binary, the article's Node clients"
 cargo test --all-targets
+
+step "dashboard in headless Chromium"
+TCPHUB_BIN="${CARGO_TARGET_DIR:-target}/debug/tcphub" tests/e2e/run.sh
+
+step "HTTP API fuzzed from its OpenAPI contract (schemathesis)"
+scripts/schemathesis.sh
+
+step "frame decoder fuzzed for a minute (cargo-fuzz)"
+scripts/fuzz.sh 60
 
 step "bench smoke: every scenario once at tiny N against the release binary"
 cargo build --release
-bench/smoke.sh target/release/tcphub
+bench/smoke.sh "${CARGO_TARGET_DIR:-target}/release/tcphub"
 
 step "container image: hadolint, build from the Dockerfile, run, drain"
 scripts/container-smoke.sh
