@@ -56,7 +56,11 @@ pub async fn broadcast(
     // async workers so other requests and connections stay responsive.
     let report = tokio::task::spawn_blocking(move || registry.broadcast(&message))
         .await
-        .map_err(|_| ApiError::Draining)?;
+        .map_err(|err| {
+            // Only a bug (a panic) or the runtime stopping ends the task early.
+            tracing::error!(?err, "broadcast task failed");
+            ApiError::Internal
+        })?;
     let result = BroadcastResult {
         id: report.id,
         recipients: report.recipients,

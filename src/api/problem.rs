@@ -82,6 +82,9 @@ pub enum ApiError {
     /// The route exists but not with this method.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    /// A fault inside the hub; logged where it happens, never detailed to callers.
+    #[error("internal error")]
+    Internal,
 }
 
 impl ApiError {
@@ -124,6 +127,11 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", "Shutting down"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
