@@ -3,6 +3,7 @@
 //! `main` turns into a `Config`. Tests build `Config` directly.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -40,6 +41,14 @@ pub struct Config {
     pub webhook_urls: Vec<reqwest::Url>,
     /// Key of the HMAC-SHA256 signature of webhook bodies, if any.
     pub webhook_secret: Option<String>,
+    /// How TCP clients prove they may use the name they claim.
+    pub client_auth: ClientAuthMode,
+    /// Key of the HS256 signature of client tokens (with `ClientAuthMode::Jwt`).
+    pub client_secret: Option<String>,
+    /// PEM certificate chain: with `tls_key`, both listeners speak TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -60,6 +69,10 @@ impl Default for Config {
             event_buffer: 10_000,
             webhook_urls: Vec::new(),
             webhook_secret: None,
+            client_auth: ClientAuthMode::None,
+            client_secret: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -85,6 +98,12 @@ pub enum ConfigError {
     /// The webhook secret is present but empty.
     #[error("--webhook-secret must not be empty")]
     EmptyWebhookSecret,
+    /// Client authentication is on, with no key to check tokens.
+    #[error("--client-auth jwt needs a non-empty --client-secret")]
+    NoClientSecret,
+    /// Only one of the certificate and its key.
+    #[error("--tls-cert and --tls-key go together")]
+    HalfTls,
 }
 
 impl Config {
@@ -113,12 +132,28 @@ impl Config {
         if self.webhook_secret.as_deref() == Some("") {
             return Err(ConfigError::EmptyWebhookSecret);
         }
+        let has_secret = self.client_secret.as_deref().is_some_and(|s| !s.is_empty());
+        if self.client_auth == ClientAuthMode::Jwt && !has_secret {
+            return Err(ConfigError::NoClientSecret);
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::HalfTls);
+        }
         let open_api = !self.http_addr.ip().is_loopback() && self.api_token.is_none();
         if open_api && !self.allow_insecure_api {
             return Err(ConfigError::InsecureApi(self.http_addr));
         }
         Ok(())
     }
+}
+
+/// How TCP clients authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClientAuthMode {
+    /// Any connection may claim any free name.
+    None,
+    /// A `sync` carries a `token`: an HS256 JWT whose `sub` is the name claimed.
+    Jwt,
 }
 
 /// What happens when a second connection claims a name.
@@ -235,6 +270,18 @@ pub struct RunArgs {
     /// Key for the `X-Tcphub-Signature` HMAC-SHA256 of each webhook body.
     #[arg(long, env = "TCPHUB_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// How TCP clients authenticate: `jwt` makes every `sync` carry a token.
+    #[arg(long, env = "TCPHUB_CLIENT_AUTH", value_enum, default_value = "none")]
+    pub client_auth: ClientAuthMode,
+    /// Key of the HS256 signature of client tokens (`--client-auth jwt`).
+    #[arg(long, env = "TCPHUB_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    /// PEM certificate chain; with --tls-key, the TCP port and the HTTP API use TLS.
+    #[arg(long, env = "TCPHUB_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TCPHUB_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -257,6 +304,10 @@ impl RunArgs {
             event_buffer: self.event_buffer,
             webhook_urls: self.webhook_urls.clone(),
             webhook_secret: self.webhook_secret.clone(),
+            client_auth: self.client_auth,
+            client_secret: self.client_secret.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 }
@@ -328,6 +379,23 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(config.validate(), Err(ConfigError::EmptyWebhookSecret));
+    }
+
+    #[test]
+    fn client_auth_needs_a_secret_and_tls_needs_both_files() {
+        let mut config = Config {
+            client_auth: ClientAuthMode::Jwt,
+            ..Config::default()
+        };
+        assert_eq!(config.validate(), Err(ConfigError::NoClientSecret));
+        config.client_secret = Some(String::new());
+        assert_eq!(config.validate(), Err(ConfigError::NoClientSecret));
+        config.client_secret = Some("k".into());
+        assert_eq!(config.validate(), Ok(()));
+        config.tls_cert = Some("cert.pem".into());
+        assert_eq!(config.validate(), Err(ConfigError::HalfTls));
+        config.tls_key = Some("key.pem".into());
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]

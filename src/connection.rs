@@ -201,7 +201,8 @@ fn on_frame(registry: &Registry, client: &Arc<Client>, value: Value) {
         ClientFrame::Sync {
             client_name,
             message,
-        } => on_sync(registry, client, &client_name, message),
+            token,
+        } => on_sync(registry, client, &client_name, message, token.as_deref()),
         ClientFrame::Info { message } => {
             debug!(session = %client.id(), name = ?client.name(), %message, "info from client");
             registry.client_message(client, message);
@@ -213,9 +214,23 @@ fn on_frame(registry: &Registry, client: &Arc<Client>, value: Value) {
     }
 }
 
-fn on_sync(registry: &Registry, client: &Arc<Client>, name: &str, message: Option<Value>) {
+fn on_sync(
+    registry: &Registry,
+    client: &Arc<Client>,
+    name: &str,
+    message: Option<Value>,
+    token: Option<&str>,
+) {
     if let Err(refusal) = validate_name(name) {
         return reply_error(registry, client, &refusal);
+    }
+    if let Some(auth) = registry.client_auth() {
+        if let Err(refusal) = auth.check(token, name) {
+            info!(session = %client.id(), name, detail = %refusal.detail, "client refused: unauthorized");
+            reply_error(registry, client, &refusal);
+            client.outbox().close(ByeReason::Unauthorized);
+            return;
+        }
     }
     match registry.sync(client, name) {
         Ok(()) => {

@@ -3,6 +3,7 @@
 //!
 //! A tour of the crate, from the wire inwards:
 //! - [`protocol`]: the JSON frames of the TCP side and the name rules.
+//! - [`client_auth`]: the token a `sync` carries under `--client-auth jwt`.
 //! - [`codec`]: bytes to JSON values, whatever the framing (none, newlines, splits).
 //! - [`outbox`]: one client's bounded outbound queue and direct socket writes.
 //! - [`registry`]: the live clients, the name index, sends, broadcasts and kicks;
@@ -18,6 +19,7 @@
 
 pub mod acks;
 pub mod api;
+pub mod client_auth;
 pub mod codec;
 pub mod config;
 pub mod connection;

@@ -25,6 +25,9 @@ pub enum ClientFrame {
         /// Free text, only logged.
         #[serde(default)]
         message: Option<Value>,
+        /// Proof of the name, required with `--client-auth jwt` (never logged).
+        #[serde(default)]
+        token: Option<String>,
     },
     /// A message from the client to the hub; `clientName` is informational only.
     Info {
@@ -234,6 +237,7 @@ mod tests {
             Ok(ClientFrame::Sync {
                 client_name: "Client-1".into(),
                 message: Some(json!(" hi ")),
+                token: None,
             })
         );
         assert_eq!(

@@ -18,7 +18,8 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use crate::acks::{AckWait, PendingAcks};
-use crate::config::{Config, DuplicateNames, SlowConsumer};
+use crate::client_auth::ClientAuth;
+use crate::config::{ClientAuthMode, Config, DuplicateNames, SlowConsumer};
 use crate::events::{EventBus, EventKind};
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::outbox::{FrameSink, Offer, Outbox, Written};
@@ -47,6 +48,8 @@ struct Inner {
     events: EventBus,
     acks: Arc<PendingAcks>,
     metrics: Metrics,
+    /// Set when clients must prove their names; then only named clients get broadcasts.
+    client_auth: Option<ClientAuth>,
 }
 
 #[derive(Debug, Default)]
@@ -287,8 +290,19 @@ impl Registry {
                 events: EventBus::new(config.event_buffer),
                 acks: Arc::default(),
                 metrics: Metrics::default(),
+                client_auth: match (config.client_auth, &config.client_secret) {
+                    (ClientAuthMode::Jwt, Some(secret)) => {
+                        Some(ClientAuth::hs256(secret.as_bytes()))
+                    }
+                    _ => None,
+                },
             }),
         }
+    }
+
+    /// How `sync` tokens are checked, when clients must authenticate.
+    pub fn client_auth(&self) -> Option<&ClientAuth> {
+        self.inner.client_auth.as_ref()
     }
 
     /// Longest inbound frame a connection accepts.
@@ -472,7 +486,16 @@ impl Registry {
 
     /// Pushes `message` to every live client, serialized once for all of them.
     pub fn broadcast(&self, message: &Value) -> BroadcastReport {
-        let recipients: Vec<Arc<Client>> = self.lock().by_session.values().cloned().collect();
+        // With client authentication on, a connection proves itself by its `sync`:
+        // until then it is told nothing.
+        let authenticated_only = self.inner.client_auth.is_some();
+        let recipients: Vec<Arc<Client>> = self
+            .lock()
+            .by_session
+            .values()
+            .filter(|client| !authenticated_only || client.name().is_some())
+            .cloned()
+            .collect();
         let id = self.next_message_id();
         let frame = HubFrame::Message {
             id: &id,
