@@ -96,6 +96,28 @@ impl Process {
             .bearer_auth(TOKEN)
     }
 
+    /// Sends big messages to `name`, which does not read, until more than
+    /// `backlog` of them wait in its queue; returns the ids of all sent.
+    async fn fill_queue(&self, name: &str, backlog: u64) -> Vec<Value> {
+        let big = "q".repeat(60_000);
+        let mut sent = Vec::new();
+        loop {
+            let send = self
+                .http(reqwest::Method::POST, &format!("/clients/{name}/send"))
+                .await;
+            let response = send.json(&json!({"message": big})).send().await.unwrap();
+            assert_eq!(response.status(), 202);
+            sent.push(response.json::<Value>().await.unwrap()["id"].clone());
+            let lookup = self
+                .http(reqwest::Method::GET, &format!("/clients/{name}"))
+                .await;
+            let client: Value = lookup.send().await.unwrap().json().await.unwrap();
+            if client["queueLen"].as_u64().unwrap() > backlog {
+                return sent;
+            }
+        }
+    }
+
     async fn exit_code(&mut self, within: Duration) -> Option<i32> {
         let status = timeout(within, self.child.wait())
             .await
@@ -196,31 +218,7 @@ async fn sigterm_drains_queued_messages_then_says_bye_and_exits_zero() {
     let mut reader = connect(&hub.tcp_addr).await;
     reader.sync("reader").await;
     // Queue more than the socket buffers hold, so the drain has work to do.
-    let big = "q".repeat(60_000);
-    let mut sent = Vec::new();
-    loop {
-        let response = hub
-            .http(reqwest::Method::POST, "/clients/reader/send")
-            .await
-            .json(&json!({"message": big}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        sent.push(response.json::<Value>().await.unwrap()["id"].clone());
-        let client: Value = hub
-            .http(reqwest::Method::GET, "/clients/reader")
-            .await
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if client["queueLen"].as_u64().unwrap() > 2 {
-            break;
-        }
-    }
+    let sent = hub.fill_queue("reader", 2).await;
     hub.signal("TERM");
     hub.log_until(|line| line["message"] == "shutting down: draining clients")
         .await;
@@ -251,29 +249,7 @@ async fn a_second_signal_exits_at_once() {
     let mut hub = Process::start(&["--shutdown-grace", "600"]).await;
     let mut stuck = connect(&hub.tcp_addr).await;
     stuck.sync("stuck").await;
-    let big = "s".repeat(60_000);
-    loop {
-        let response = hub
-            .http(reqwest::Method::POST, "/clients/stuck/send")
-            .await
-            .json(&json!({"message": big}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        let client: Value = hub
-            .http(reqwest::Method::GET, "/clients/stuck")
-            .await
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if client["queueLen"].as_u64().unwrap() > 0 {
-            break;
-        }
-    }
+    hub.fill_queue("stuck", 0).await;
     hub.signal("TERM");
     hub.log_until(|line| line["message"] == "shutting down: draining clients")
         .await;
