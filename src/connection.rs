@@ -166,29 +166,39 @@ fn read_into(
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
             Err(err) => return Err(err),
         };
-        let mut frames = 0;
-        decoder.feed(&buf[..n], |decoded| match decoded {
-            Decoded::Frame(value) => {
-                frames += 1;
-                on_frame(registry, client, value);
-            }
-            Decoded::InvalidJson(detail) => {
-                reply_error(
-                    registry,
-                    client,
-                    &FrameError::new(ErrorCode::InvalidJson, detail),
-                );
-            }
-            Decoded::TooLarge => {
-                client.outbox().close(ByeReason::FrameTooLarge);
-            }
-        });
-        registry.record_inbound(client, frames, n as u64);
+        handle_input(registry, client, decoder, &buf[..n]);
         if client.outbox().closing().is_some() {
             break;
         }
     }
     Ok(Flow::Continue)
+}
+
+/// Decodes bytes the client sent and acts on every complete frame.
+pub(crate) fn handle_input(
+    registry: &Registry,
+    client: &Arc<Client>,
+    decoder: &mut FrameDecoder,
+    input: &[u8],
+) {
+    let mut frames = 0;
+    decoder.feed(input, |decoded| match decoded {
+        Decoded::Frame(value) => {
+            frames += 1;
+            on_frame(registry, client, value);
+        }
+        Decoded::InvalidJson(detail) => {
+            reply_error(
+                registry,
+                client,
+                &FrameError::new(ErrorCode::InvalidJson, detail),
+            );
+        }
+        Decoded::TooLarge => {
+            client.outbox().close(ByeReason::FrameTooLarge);
+        }
+    });
+    registry.record_inbound(client, frames, input.len() as u64);
 }
 
 /// Acts on one decoded value from the client.

@@ -8,7 +8,8 @@
 //! - [`outbox`]: one client's bounded outbound queue and direct socket writes.
 //! - [`registry`]: the live clients, the name index, sends, broadcasts and kicks;
 //!   the single source of [`events`] and the owner of [`metrics`].
-//! - [`connection`] and [`tcp`]: one task per socket, and the accept loop.
+//! - [`connection`] and [`tcp`]: one task per socket, and the accept loop;
+//!   [`tls`]: the same over TLS, for both listeners.
 //! - [`acks`]: sends waiting for the client's acknowledgement.
 //! - [`api`]: the HTTP API over the registry, including the event stream.
 //! - [`webhooks`]: events POSTed in signed batches to configured URLs.
@@ -30,6 +31,7 @@ pub mod protocol;
 pub mod registry;
 pub mod tcp;
 mod time_format;
+pub mod tls;
 pub mod webhooks;
 
 use std::io;
@@ -79,11 +81,13 @@ impl Hub {
         http: TcpListener,
         shutdown: CancellationToken,
     ) -> io::Result<()> {
+        let tls = tls::acceptor(&self.config)?;
         let webhooks = webhooks::start(&self.config, &self.registry)?;
         let tasks = TaskTracker::new();
         let accepting = tokio::spawn(tcp::accept_loop(
             tcp,
             self.registry.clone(),
+            tls.clone(),
             tasks.clone(),
             shutdown.clone(),
         ));
@@ -95,11 +99,19 @@ impl Hub {
             self.registry.clone(),
             Arc::clone(&self.config),
         ));
-        let http_server = tokio::spawn(
-            axum::serve(http, app)
-                .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-                .into_future(),
-        );
+        let stopped = http_stop.clone().cancelled_owned();
+        let http_server = match tls {
+            None => tokio::spawn(
+                axum::serve(http, app)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            ),
+            Some(acceptor) => tokio::spawn(
+                axum::serve(tls::TlsListener::new(http, acceptor)?, app)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            ),
+        };
 
         shutdown.cancelled().await;
         info!("shutting down: draining clients");

@@ -1,17 +1,19 @@
 //! The TCP listener: accepts clients, tunes their sockets, and spawns one
-//! connection task each until shutdown.
+//! connection task each (over TLS when configured) until shutdown.
 
 use std::io;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::connection;
 use crate::registry::Registry;
+use crate::tls;
 
 /// Idle time before the first keepalive probe.
 const KEEPALIVE_TIME: Duration = Duration::from_secs(60);
@@ -25,6 +27,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub async fn accept_loop(
     listener: TcpListener,
     registry: Registry,
+    tls: Option<TlsAcceptor>,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
@@ -38,7 +41,15 @@ pub async fn accept_loop(
                 if let Err(err) = tune(&socket) {
                     debug!(%peer, %err, "could not tune client socket");
                 }
-                tasks.spawn(connection::serve(registry.clone(), socket, peer));
+                match &tls {
+                    None => tasks.spawn(connection::serve(registry.clone(), socket, peer)),
+                    Some(acceptor) => tasks.spawn(tls::serve_client(
+                        registry.clone(),
+                        acceptor.clone(),
+                        socket,
+                        peer,
+                    )),
+                };
             }
             Err(err) => {
                 warn!(%err, "accept failed");
