@@ -72,6 +72,8 @@ while True:
 PY
 clients_pid=$!
 
+# From the scratch directory, so schemathesis's cache stays out of the tree.
+cd "$work"
 SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$root/scripts" PYTHONDONTWRITEBYTECODE=1 \
     "$venv/bin/schemathesis" --config-file "$root/scripts/schemathesis.toml" --no-color run "$root/openapi/openapi.json" \
     --url "http://$http_addr" \
