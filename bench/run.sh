@@ -47,7 +47,8 @@ BENCH=$HERE/target/release/tcphub-bench
 # the commit written beside them.
 HUB_TARGET=${TCPHUB_TARGET_DIR:-$ROOT/target}
 TCPHUB_REV=$(git -C "$ROOT" rev-parse --short HEAD)
-HUB_SRC=$HERE/target/tcphub-src
+# (Outside the repository: cargo would take bench/'s workspace for the copy's.)
+HUB_SRC=${TMPDIR:-/tmp}/tcphub-bench-src
 case " $TARGETS " in
   *" tcphub "*)
     rm -rf "$HUB_SRC" && mkdir -p "$HUB_SRC"
