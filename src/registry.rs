@@ -25,8 +25,15 @@ use crate::metrics::{Metrics, ReasonLabels};
 use crate::outbox::{FrameSink, Offer, Outbox, Written};
 use crate::protocol::{ByeReason, HubFrame, Scope};
 
-/// Broadcasts to at least this many clients are spread over all cores.
+/// Broadcasts to at least this many clients are spread over several cores.
 const PARALLEL_FANOUT_MIN: usize = 2048;
+
+/// Threads a large broadcast writes from: all cores but one, which stays free
+/// for the connection tasks and the HTTP API (and, on a small machine, for the
+/// clients' side of the loopback writes).
+fn fanout_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get().saturating_sub(1).max(1))
+}
 
 /// Handle to the shared registry of live clients.
 #[derive(Debug, Clone)]
@@ -260,6 +267,15 @@ impl FanOut {
     }
 }
 
+/// A client as [`Registry::list`] saw it.
+#[derive(Debug)]
+pub struct Listed {
+    /// The client.
+    pub client: Arc<Client>,
+    /// Its name when it was listed.
+    pub name: Option<Arc<str>>,
+}
+
 /// Which clients `list` returns.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -414,8 +430,16 @@ impl Registry {
     }
 
     /// Live clients matching `query`, oldest first, and how many match in all.
-    pub fn list(&self, query: &ListQuery) -> (usize, Vec<Arc<Client>>) {
+    ///
+    /// Each comes with the name it held while the registry was locked: read
+    /// later, a name could already have moved to another connection (which
+    /// would then show twice) or be a replaced connection's last name.
+    pub fn list(&self, query: &ListQuery) -> (usize, Vec<Listed>) {
         let clients = self.lock();
+        let listed = |client: &Arc<Client>| Listed {
+            client: Arc::clone(client),
+            name: client.name(),
+        };
         let prefix = query.prefix.as_deref().filter(|prefix| !prefix.is_empty());
         if prefix.is_none() && query.named.is_none() {
             let total = clients.by_session.len();
@@ -424,7 +448,7 @@ impl Registry {
                 .values()
                 .skip(query.offset)
                 .take(query.limit);
-            return (total, page.cloned().collect());
+            return (total, page.map(listed).collect());
         }
         let mut total = 0;
         let mut page = Vec::new();
@@ -435,7 +459,10 @@ impl Registry {
                     .is_none_or(|prefix| name.as_deref().is_some_and(|n| n.starts_with(prefix)));
             if wanted {
                 if total >= query.offset && page.len() < query.limit {
-                    page.push(Arc::clone(client));
+                    page.push(Listed {
+                        client: Arc::clone(client),
+                        name: name.clone(),
+                    });
                 }
                 total += 1;
             }
@@ -503,10 +530,11 @@ impl Registry {
             message,
         }
         .encode();
-        let tally = if recipients.len() < PARALLEL_FANOUT_MIN {
+        let threads = fanout_threads();
+        let tally = if recipients.len() < PARALLEL_FANOUT_MIN || threads < 2 {
             self.deliver_to_all(&recipients, &frame, &id)
         } else {
-            self.deliver_in_parallel(&recipients, &frame, &id)
+            self.deliver_in_parallel(&recipients, &frame, &id, threads)
         };
         self.record_written(tally.written);
         self.count_queued(Scope::Broadcast, tally.queued as u64);
@@ -522,10 +550,15 @@ impl Registry {
         }
     }
 
-    /// Fans `frame` out over one thread per core, each writing to its share of
-    /// the recipients (a socket write is the whole cost of a delivery).
-    fn deliver_in_parallel(&self, recipients: &[Arc<Client>], frame: &Bytes, id: &str) -> FanOut {
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    /// Fans `frame` out over `threads` threads, each writing to its share of the
+    /// recipients (a socket write is the whole cost of a delivery).
+    fn deliver_in_parallel(
+        &self,
+        recipients: &[Arc<Client>],
+        frame: &Bytes,
+        id: &str,
+        threads: usize,
+    ) -> FanOut {
         let share = recipients.len().div_ceil(threads);
         let mut shares = recipients.chunks(share);
         let own = shares.next().unwrap_or_default();
