@@ -7,13 +7,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::metrics::OutcomeLabels;
 use crate::protocol::ByeReason;
-use crate::registry::{Client, ListQuery};
+use crate::registry::{Client, ListQuery, Listed};
 use crate::time_format::rfc3339;
 
 use super::problem::{MessageEnvelope, Problem, SendBody};
@@ -63,10 +64,23 @@ pub struct ClientView {
 
 impl From<&Client> for ClientView {
     fn from(client: &Client) -> ClientView {
+        ClientView::named(client, client.name())
+    }
+}
+
+impl From<&Listed> for ClientView {
+    fn from(listed: &Listed) -> ClientView {
+        ClientView::named(&listed.client, listed.name.clone())
+    }
+}
+
+impl ClientView {
+    /// The view of `client` under `name`, the name it held when it was looked up.
+    fn named(client: &Client, name: Option<Arc<str>>) -> ClientView {
         let stats = client.stats();
         ClientView {
             id: client.id(),
-            name: client.name().map(|name| name.to_string()),
+            name: name.map(|name| name.to_string()),
             peer: client.peer().to_string(),
             connected_at: rfc3339(client.connected_at()),
             last_active_at: rfc3339(client.last_active_at()),
@@ -168,10 +182,7 @@ pub async fn list(
         limit,
     };
     let (total, page) = state.registry.list(&query);
-    let clients = page
-        .iter()
-        .map(|client| ClientView::from(client.as_ref()))
-        .collect();
+    let clients = page.iter().map(ClientView::from).collect();
     Ok(Json(ClientList { total, clients }))
 }
 
