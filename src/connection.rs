@@ -22,8 +22,11 @@ use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info};
 
 use crate::codec::{Decoded, FrameDecoder};
-use crate::protocol::{ByeReason, ClientFrame, ErrorCode, FrameError, HubFrame, validate_name};
+use crate::protocol::{
+    ByeReason, ClientFrame, ErrorCode, FrameError, HubFrame, PONG_LINE, validate_name,
+};
 use crate::registry::{Admission, Client, Registration, Registry, SyncError};
+use bytes::Bytes;
 
 /// Bytes read from the socket per read call (a stack buffer, not held while idle).
 const READ_CHUNK: usize = 8192;
@@ -218,7 +221,7 @@ fn on_frame(registry: &Registry, client: &Arc<Client>, value: Value) {
             registry.client_message(client, message);
         }
         ClientFrame::Ping => {
-            registry.reply(client, &HubFrame::Pong.encode());
+            registry.reply(client, &Bytes::from_static(PONG_LINE));
         }
         ClientFrame::Ack { id } => registry.client_acked(client, id),
     }

@@ -136,6 +136,9 @@ impl HubFrame<'_> {
     }
 }
 
+/// The encoded `pong`, the same for every ping, so answering one allocates nothing.
+pub const PONG_LINE: &[u8] = b"{\"type\":\"pong\"}\n";
+
 /// How a pushed message was addressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -277,6 +280,7 @@ mod tests {
             &frame.encode()[..],
             b"{\"type\":\"welcome\",\"id\":\"c1\",\"clientName\":\"Client-1\"}\n"
         );
+        assert_eq!(&HubFrame::Pong.encode()[..], PONG_LINE);
         let bye = HubFrame::Bye {
             reason: ByeReason::FrameTooLarge,
         };

@@ -24,6 +24,7 @@ use crate::events::{EventBus, EventKind};
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::outbox::{FrameSink, Offer, Outbox, Written};
 use crate::protocol::{ByeReason, HubFrame, Scope};
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Broadcasts to at least this many clients are spread over several cores.
 const PARALLEL_FANOUT_MIN: usize = 2048;
@@ -64,6 +65,8 @@ struct Clients {
     /// Session numbers increase, so this map is in connection order.
     by_session: BTreeMap<u64, Arc<Client>>,
     by_name: HashMap<Arc<str>, u64>,
+    /// The `clients_named` metric, kept equal to `by_name.len()` by every change to it.
+    named_gauge: Gauge,
     shutting_down: bool,
 }
 
@@ -292,6 +295,7 @@ pub struct ListQuery {
 impl Registry {
     /// An empty registry with the limits and policies of `config`.
     pub fn new(config: &Config) -> Registry {
+        let metrics = Metrics::default();
         Registry {
             inner: Arc::new(Inner {
                 max_frame_bytes: config.max_frame_bytes,
@@ -300,12 +304,15 @@ impl Registry {
                 max_clients: config.max_clients,
                 queue_capacity: config.queue_capacity,
                 slow_consumer: config.slow_consumer,
-                clients: Mutex::default(),
+                clients: Mutex::new(Clients {
+                    named_gauge: metrics.clients_named.clone(),
+                    ..Clients::default()
+                }),
                 next_session: AtomicU64::new(1),
                 next_message: AtomicU64::new(1),
                 events: EventBus::new(config.event_buffer),
                 acks: Arc::default(),
-                metrics: Metrics::default(),
+                metrics,
                 client_auth: match (config.client_auth, &config.client_secret) {
                     (ClientAuthMode::Jwt, Some(secret)) => {
                         Some(ClientAuth::hs256(secret.as_bytes()))
@@ -409,10 +416,7 @@ impl Registry {
                 clients.by_name.remove(old);
             }
             clients.by_name.insert(name, client.session);
-            self.inner
-                .metrics
-                .clients_named
-                .set(clients.by_name.len() as i64);
+            clients.named_changed();
             (old_name, replaced)
         };
         if let Some(replaced) = replaced {
@@ -613,12 +617,7 @@ impl Registry {
                 .get(name)
                 .copied()
                 .ok_or(SendError::NotFound)?;
-            let client = clients.remove_session(session).ok_or(SendError::NotFound)?;
-            self.inner
-                .metrics
-                .clients_named
-                .set(clients.by_name.len() as i64);
-            client
+            clients.remove_session(session).ok_or(SendError::NotFound)?
         };
         client.outbox.close(reason);
         Ok(())
@@ -744,14 +743,7 @@ impl Registry {
     }
 
     fn remove(&self, client: &Arc<Client>, reason: &'static str) {
-        {
-            let mut clients = self.lock();
-            clients.remove_session(client.session);
-            self.inner
-                .metrics
-                .clients_named
-                .set(clients.by_name.len() as i64);
-        }
+        self.lock().remove_session(client.session);
         self.inner.metrics.clients_connected.dec();
         self.inner.acks.forget_session(client.session);
         self.count_disconnect(reason);
@@ -815,9 +807,14 @@ impl Clients {
         if let Some(name) = lock(&client.name).as_ref() {
             if self.by_name.get(name) == Some(&session) {
                 self.by_name.remove(name);
+                self.named_changed();
             }
         }
         Some(client)
+    }
+
+    fn named_changed(&self) {
+        self.named_gauge.set(self.by_name.len() as i64);
     }
 }
 

