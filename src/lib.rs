@@ -38,7 +38,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::net::TcpListener;
+use axum::serve::ListenerExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
@@ -102,7 +103,7 @@ impl Hub {
         let stopped = http_stop.clone().cancelled_owned();
         let http_server = match tls {
             None => tokio::spawn(
-                axum::serve(http, app)
+                axum::serve(http.tap_io(send_without_delay), app)
                     .with_graceful_shutdown(stopped)
                     .into_future(),
             ),
@@ -146,4 +147,11 @@ async fn sweep_idle(registry: Registry, timeout: Duration, shutdown: Cancellatio
             }
         }
     }
+}
+
+/// HTTP answers and event streams leave as soon as they are written: Nagle's
+/// algorithm would hold a small write back until the previous one is acknowledged.
+fn send_without_delay(socket: &mut TcpStream) {
+    // A socket that refuses the option still works, only with Nagle's delay.
+    let _ = socket.set_nodelay(true);
 }

@@ -4,7 +4,8 @@
 //! run in one test process. Hot paths add to plain atomic counters, once per
 //! write or per broadcast rather than once per byte.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use axum::extract::MatchedPath;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,11 +16,47 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// The route pattern, e.g. `/clients/{name}/send`.
-    pub route: String,
-    /// The request method.
-    pub method: String,
+    pub route: RouteLabel,
+    /// The request method (`other` for any outside the standard set).
+    pub method: &'static str,
     /// The response status code.
     pub status: u16,
+}
+
+/// The route pattern a request matched, shared with the router rather than
+/// copied; `unmatched` when no route did.
+#[derive(Clone, Debug, Default)]
+pub struct RouteLabel(Option<MatchedPath>);
+
+impl RouteLabel {
+    /// The label for a request that matched `route`, if any.
+    pub fn new(route: Option<MatchedPath>) -> RouteLabel {
+        RouteLabel(route)
+    }
+
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for RouteLabel {
+    fn eq(&self, other: &RouteLabel) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteLabel {}
+
+impl std::hash::Hash for RouteLabel {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 /// Labels naming a reason or a scope.

@@ -308,6 +308,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // As for plain HTTP: no Nagle delay on answers and event streams.
+                let _ = socket.set_nodelay(true);
                 let (acceptor, ready) = (acceptor.clone(), ready.clone());
                 tokio::spawn(async move {
                     match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {

@@ -319,6 +319,68 @@ async fn probes_and_metrics_answer() {
 }
 
 #[tokio::test]
+async fn requests_are_counted_by_route_pattern_method_and_status() {
+    let hub = TestHub::start(Config {
+        api_token: Some("s3cret".into()),
+        ..Config::default()
+    })
+    .await;
+    let mut client = TestClient::synced(&hub, "m").await;
+    assert_eq!(
+        hub.post("/clients/m/send", json!({"message": "hi"}))
+            .await
+            .0,
+        202
+    );
+    assert_eq!(client.recv().await["message"], "hi");
+    assert_eq!(
+        hub.post("/clients/nobody/send", json!({"message": "hi"}))
+            .await
+            .0,
+        404
+    );
+    let anonymous = reqwest::Client::new();
+    let refused = anonymous.get(hub.url("/clients")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let invented = reqwest::Method::from_bytes(b"FROB").unwrap();
+    let odd = hub.request(invented, "/clients").send().await.unwrap();
+    assert_eq!(odd.status(), 405);
+    let unrouted = hub
+        .request(reqwest::Method::GET, "/nowhere")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unrouted.status(), 404);
+
+    let text = hub
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = |labels: &str| format!("tcphub_http_requests_total{{{labels}}} 1");
+    for line in [
+        counted(r#"route="/clients/{name}/send",method="POST",status="202""#),
+        counted(r#"route="/clients/{name}/send",method="POST",status="404""#),
+        counted(r#"route="/clients",method="GET",status="401""#),
+        counted(r#"route="/clients",method="other",status="405""#),
+        counted(r#"route="unmatched",method="GET",status="404""#),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    let sends = r#"tcphub_http_request_duration_seconds_count{route="/clients/{name}/send",method="POST",status="202"} 1"#;
+    assert!(
+        text.lines().any(|l| l == sends),
+        "missing {sends:?} in\n{text}"
+    );
+}
+
+#[tokio::test]
 async fn the_served_openapi_document_is_the_committed_one_and_matches_the_code() {
     let committed =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))

@@ -607,3 +607,42 @@ async fn accepted_sockets_have_tcp_keepalive_and_no_delay() {
     );
     assert!(socket.tcp_nodelay().unwrap(), "Nagle's delay is on");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_have_no_delay() {
+    let _turn = SERIAL.lock().await;
+    let hub = TestHub::start(Config::default()).await;
+    let mut caller = TcpStream::connect(hub.http_addr).await.unwrap();
+    caller
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    timeout(PATIENCE, caller.read_exact(&mut answer))
+        .await
+        .expect("no answer")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    // The hub runs in this process: find its end of the connection among our sockets.
+    let hub_end = (hub.http_addr, caller.local_addr().unwrap());
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let Ok(fd) = entry.unwrap().file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: the descriptor is only borrowed for the duration of the checks below, and
+        // the tests in this file take turns, so no other test closes it meanwhile.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let socket = SockRef::from(&borrowed);
+        let ends = socket.local_addr().ok().zip(socket.peer_addr().ok());
+        let ends = ends.and_then(|(local, peer)| local.as_socket().zip(peer.as_socket()));
+        if ends == Some(hub_end) {
+            found = Some(socket.tcp_nodelay().unwrap());
+        }
+    }
+    assert_eq!(
+        found,
+        Some(true),
+        "the hub's end of the HTTP connection has Nagle's delay on"
+    );
+}

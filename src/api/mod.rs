@@ -8,25 +8,19 @@ pub mod broadcast;
 pub mod clients;
 pub mod dashboard;
 pub mod events;
+mod guard;
 pub mod ops;
 pub mod problem;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use subtle::ConstantTimeEq;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 use crate::config::Config;
-use crate::metrics::HttpLabels;
 use crate::registry::Registry;
 
 pub use problem::{ApiError, Problem};
@@ -62,64 +56,9 @@ pub fn router(state: AppState) -> Router {
         .merge(dashboard::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_request,
-        ))
+        .layer(guard::GuardLayer::new(state.clone()))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-/// Paths anyone may read: the probes, and the dashboard's static files (they
-/// hold no data; the page asks for the token before calling the API).
-fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz") || dashboard::PATHS.contains(&path)
-}
-
-/// Rejects requests without the configured bearer token (when one is set).
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(token) = state.config.api_token.as_deref() else {
-        return next.run(request).await;
-    };
-    if is_public(request.uri().path()) {
-        return next.run(request).await;
-    }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let authorized =
-        presented.is_some_and(|presented| bool::from(presented.as_bytes().ct_eq(token.as_bytes())));
-    if !authorized {
-        return ApiError::Unauthorized.into_response();
-    }
-    next.run(request).await
-}
-
-/// Counts each request by route, method and status, with its latency.
-async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = request.method().to_string();
-    let response = next.run(request).await;
-    let labels = HttpLabels {
-        route,
-        method,
-        status: response.status().as_u16(),
-    };
-    let metrics = state.registry.metrics();
-    metrics.http_requests.get_or_create(&labels).inc();
-    metrics
-        .http_latency
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    response
 }
 
 /// The OpenAPI 3.1 description of this API.
