@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use scenario::Common;
-use server::{ForeignLoad, ServerProcess};
 use serde_json::{json, Value};
+use server::{ForeignLoad, ServerProcess};
 
 #[derive(Parser)]
 #[command(about = "Benchmarks pushing messages to many TCP clients")]
@@ -84,9 +84,14 @@ impl Command {
 fn main() {
     let cli = Cli::parse();
     let runtime = if cli.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()
     };
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -123,17 +128,28 @@ async fn run(command: Command) -> Result<Option<(bool, Value)>> {
             wait_for(&addr, Duration::from_secs(timeout_secs)).await?;
             return Ok(None);
         }
-        Command::Idle { common, settle_secs } => {
+        Command::Idle {
+            common,
+            settle_secs,
+        } => {
             let load = watch(&common)?;
             let outcome = scenario::idle(&common, Duration::from_secs(settle_secs)).await?;
             (common, with_load(outcome, &load)?)
         }
-        Command::Fanout { common, rounds, warmup } => {
+        Command::Fanout {
+            common,
+            rounds,
+            warmup,
+        } => {
             let load = watch(&common)?;
             let outcome = scenario::fanout(&common, rounds, warmup).await?;
             (common, with_load(outcome, &load)?)
         }
-        Command::Direct { common, inflight, messages } => {
+        Command::Direct {
+            common,
+            inflight,
+            messages,
+        } => {
             let load = watch(&common)?;
             let outcome = scenario::direct(&common, inflight, messages).await?;
             (common, with_load(outcome, &load)?)
@@ -146,7 +162,9 @@ async fn run(command: Command) -> Result<Option<(bool, Value)>> {
         "payload_bytes": common.payload_bytes,
         "ok": ok,
     });
-    line.as_object_mut().expect("an object").extend(results.as_object().expect("an object").clone());
+    line.as_object_mut()
+        .expect("an object")
+        .extend(results.as_object().expect("an object").clone());
     Ok(Some((ok, line)))
 }
 
@@ -168,7 +186,9 @@ async fn wait_for(addrs: &[SocketAddr], patience: Duration) -> Result<()> {
         loop {
             match tokio::net::TcpStream::connect(addr).await {
                 Ok(_) => break,
-                Err(e) if Instant::now() > deadline => bail!("{addr} not accepting after {patience:?}: {e}"),
+                Err(e) if Instant::now() > deadline => {
+                    bail!("{addr} not accepting after {patience:?}: {e}")
+                }
                 // Polling is the only signal a separate server process gives us.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }

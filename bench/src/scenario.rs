@@ -14,7 +14,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::timeout;
 
 use crate::http::HttpConn;
-use crate::server::ServerProcess;
+use crate::server::{own_cpu_seconds, ServerProcess};
 use crate::wire::{client_name, ClientConn, Ended, Publisher, Scope, Target};
 
 /// Options every scenario shares.
@@ -55,7 +55,10 @@ pub struct Common {
 impl Common {
     fn source(&self, client: usize) -> Result<IpAddr> {
         let last = usize::from(self.first_source) + client / self.clients_per_source.max(1);
-        let last = u8::try_from(last).ok().filter(|&b| b < 255).context("out of loopback source addresses")?;
+        let last = u8::try_from(last)
+            .ok()
+            .filter(|&b| b < 255)
+            .context("out of loopback source addresses")?;
         Ok(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
     }
 
@@ -109,10 +112,16 @@ async fn open_fleet(common: &Common, sink: Arc<dyn Sink>) -> Result<(Arc<FleetSt
     for client in 0..common.clients {
         let permit = gate.clone().acquire_owned().await?;
         let (fleet, sink, source) = (fleet.clone(), sink.clone(), common.source(client)?);
-        let (target, addr, patience, total) = (common.target, common.addr, common.patience(), common.clients);
+        let (target, addr, patience, total) = (
+            common.target,
+            common.addr,
+            common.patience(),
+            common.clients,
+        );
         tokio::spawn(async move {
             let name = client_name(client);
-            let registered = timeout(patience, ClientConn::register(target, addr, source, &name)).await;
+            let registered =
+                timeout(patience, ClientConn::register(target, addr, source, &name)).await;
             drop(permit);
             let conn = match registered {
                 Ok(Ok(conn)) => {
@@ -126,7 +135,9 @@ async fn open_fleet(common: &Common, sink: Arc<dyn Sink>) -> Result<(Arc<FleetSt
                 }
                 Err(_) => {
                     fleet.failed.fetch_add(1, Relaxed);
-                    fleet.note_error(format!("{name}: no registration confirmed within {patience:?}"));
+                    fleet.note_error(format!(
+                        "{name}: no registration confirmed within {patience:?}"
+                    ));
                     None
                 }
             };
@@ -134,7 +145,9 @@ async fn open_fleet(common: &Common, sink: Arc<dyn Sink>) -> Result<(Arc<FleetSt
                 fleet.all_settled.notify_one();
             }
             let Some(conn) = conn else { return };
-            let ended = conn.read_deliveries(|scope, payload| sink.deliver(client, scope, payload)).await;
+            let ended = conn
+                .read_deliveries(|scope, payload| sink.deliver(client, scope, payload))
+                .await;
             fleet.dropped.fetch_add(1, Relaxed);
             fleet.note_error(match ended {
                 Ok(Ended::Closed) => format!("{name}: server closed the connection"),
@@ -221,7 +234,8 @@ pub async fn idle(common: &Common, settle: Duration) -> Result<(bool, Value)> {
     let ok = fleet.healthy(common.clients)
         && unexpected == 0
         && listed.is_none_or(|n| n == common.clients as u64);
-    let per_conn = |kib: u64| (kib.saturating_sub(rss_before) * 1024) as f64 / registered.max(1) as f64;
+    let per_conn =
+        |kib: u64| (kib.saturating_sub(rss_before) * 1024) as f64 / registered.max(1) as f64;
     Ok((
         ok,
         json!({
@@ -258,7 +272,11 @@ impl Sink for Rounds {
     fn deliver(&self, client: usize, scope: Scope, payload: &[u8]) {
         let now = stamp(self.epoch);
         let round = match tag_numbers(payload, [b'r']) {
-            Some([round]) if round < self.rounds && scope == Scope::Broadcast && payload.len() == self.payload_bytes => {
+            Some([round])
+                if round < self.rounds
+                    && scope == Scope::Broadcast
+                    && payload.len() == self.payload_bytes =>
+            {
                 round
             }
             _ => {
@@ -266,8 +284,12 @@ impl Sink for Rounds {
                 return;
             }
         };
-        match self.arrivals[round * self.clients + client].compare_exchange(0, now, Relaxed, Relaxed) {
-            Ok(_) if self.received[round].fetch_add(1, Relaxed) + 1 == self.clients => self.round_complete.notify_one(),
+        match self.arrivals[round * self.clients + client]
+            .compare_exchange(0, now, Relaxed, Relaxed)
+        {
+            Ok(_) if self.received[round].fetch_add(1, Relaxed) + 1 == self.clients => {
+                self.round_complete.notify_one()
+            }
             Ok(_) => {}
             Err(_) => {
                 self.duplicates.fetch_add(1, Relaxed);
@@ -286,54 +308,80 @@ pub async fn fanout(common: &Common, rounds: usize, warmup: usize) -> Result<(bo
         rounds: total,
         payload_bytes: common.payload_bytes,
         epoch: Instant::now(),
-        arrivals: (0..total * common.clients).map(|_| AtomicU64::new(0)).collect(),
+        arrivals: (0..total * common.clients)
+            .map(|_| AtomicU64::new(0))
+            .collect(),
         received: (0..total).map(|_| AtomicUsize::new(0)).collect(),
         round_complete: Notify::new(),
         duplicates: AtomicU64::new(0),
         strays: AtomicU64::new(0),
     });
     let (fleet, _) = open_fleet(common, state.clone()).await?;
-    ensure!(fleet.healthy(common.clients), "registration failed: {}", fleet.json());
+    ensure!(
+        fleet.healthy(common.clients),
+        "registration failed: {}",
+        fleet.json()
+    );
     let mut publisher = Publisher::connect(common.target, common.addr, common.http_addr, 0).await?;
     let mut started = vec![0u64; total];
     let mut trigger_errors = Vec::new();
-    let mut cpu_before = 0.0;
-    for round in 0..total {
+    let (mut cpu_before, mut own_cpu_before) = (0.0, 0.0);
+    for (round, started) in started.iter_mut().enumerate() {
         if round == warmup {
             cpu_before = server.cpu_seconds()?;
+            own_cpu_before = own_cpu_seconds()?;
         }
         let text = payload(format!("r{round}:"), common.payload_bytes);
-        started[round] = stamp(state.epoch);
+        *started = stamp(state.epoch);
         if let Err(e) = publisher.broadcast(&text).await {
             trigger_errors.push(format!("round {round}: {e:#}"));
         }
         let deadline = tokio::time::Instant::now() + common.patience();
         while state.received[round].load(Relaxed) < common.clients {
-            if tokio::time::timeout_at(deadline, state.round_complete.notified()).await.is_err() {
+            if tokio::time::timeout_at(deadline, state.round_complete.notified())
+                .await
+                .is_err()
+            {
                 break;
             }
         }
     }
     let cpu = server.cpu_seconds()? - cpu_before;
+    let own_cpu = own_cpu_seconds()? - own_cpu_before;
 
     let mut last_arrivals = Vec::with_capacity(rounds);
     let mut each_arrival = Vec::with_capacity(rounds * common.clients);
     let mut delivered = 0u64;
-    for round in warmup..total {
-        let row = &state.arrivals[round * common.clients..(round + 1) * common.clients];
-        let arrived: Vec<u64> = row.iter().map(|a| a.load(Relaxed)).filter(|&t| t != 0).collect();
+    let measured = state
+        .arrivals
+        .chunks(common.clients)
+        .zip(&started)
+        .skip(warmup);
+    for (row, &started) in measured {
+        let arrived: Vec<u64> = row
+            .iter()
+            .map(|a| a.load(Relaxed))
+            .filter(|&t| t != 0)
+            .collect();
         delivered += arrived.len() as u64;
-        each_arrival.extend(arrived.iter().map(|t| t - started[round]));
+        each_arrival.extend(arrived.iter().map(|t| t - started));
         if arrived.len() == common.clients {
-            last_arrivals.push(arrived.iter().max().copied().unwrap_or(0) - started[round]);
+            last_arrivals.push(arrived.iter().max().copied().unwrap_or(0) - started);
         }
     }
-    let warmup_delivered: usize = state.received[..warmup].iter().map(|r| r.load(Relaxed)).sum();
+    let warmup_delivered: usize = state.received[..warmup]
+        .iter()
+        .map(|r| r.load(Relaxed))
+        .sum();
     let lost = (total * common.clients) as u64 - delivered - warmup_delivered as u64;
     last_arrivals.sort_unstable();
     each_arrival.sort_unstable();
     let (duplicates, strays) = (state.duplicates.load(Relaxed), state.strays.load(Relaxed));
-    let ok = fleet.healthy(common.clients) && lost == 0 && duplicates == 0 && strays == 0 && trigger_errors.is_empty();
+    let ok = fleet.healthy(common.clients)
+        && lost == 0
+        && duplicates == 0
+        && strays == 0
+        && trigger_errors.is_empty();
     Ok((
         ok,
         json!({
@@ -353,6 +401,7 @@ pub async fn fanout(common: &Common, rounds: usize, warmup: usize) -> Result<(bo
             "first_trigger_error": trigger_errors.first(),
             "server_cpu_secs": cpu,
             "server_cpu_us_per_message": cpu * 1e6 / delivered.max(1) as f64,
+            "load_tool_cpu_us_per_message": own_cpu * 1e6 / delivered.max(1) as f64,
             "fleet": fleet.json(),
         }),
     ))
@@ -428,18 +477,25 @@ pub async fn direct(common: &Common, inflight: usize, messages: usize) -> Result
         strays: AtomicU64::new(0),
     });
     let (fleet, _) = open_fleet(common, state.clone()).await?;
-    ensure!(fleet.healthy(common.clients), "registration failed: {}", fleet.json());
+    ensure!(
+        fleet.healthy(common.clients),
+        "registration failed: {}",
+        fleet.json()
+    );
     let mut publishers = Vec::with_capacity(inflight);
     for sender in 0..inflight {
-        publishers.push(Publisher::connect(common.target, common.addr, common.http_addr, sender).await?);
+        publishers
+            .push(Publisher::connect(common.target, common.addr, common.http_addr, sender).await?);
     }
     let next_seq = Arc::new(AtomicUsize::new(0));
     let trigger_errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let cpu_before = server.cpu_seconds()?;
+    let own_cpu_before = own_cpu_seconds()?;
     let started = Instant::now();
     let mut senders = Vec::with_capacity(inflight);
     for (sender, mut publisher) in publishers.into_iter().enumerate() {
-        let (state, next_seq, trigger_errors) = (state.clone(), next_seq.clone(), trigger_errors.clone());
+        let (state, next_seq, trigger_errors) =
+            (state.clone(), next_seq.clone(), trigger_errors.clone());
         let (clients, patience) = (common.clients, common.patience());
         senders.push(tokio::spawn(async move {
             let mut destinations = Destinations(0x9e37_79b9_7f4a_7c15 ^ (sender as u64 + 1));
@@ -452,7 +508,10 @@ pub async fn direct(common: &Common, inflight: usize, messages: usize) -> Result
                 let text = payload(format!("m{seq}:d{dest}:w{sender}:"), state.payload_bytes);
                 state.sent[seq].store(stamp(state.epoch), Relaxed);
                 if let Err(e) = publisher.direct(&client_name(dest), &text).await {
-                    trigger_errors.lock().unwrap().push(format!("message {seq}: {e:#}"));
+                    trigger_errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("message {seq}: {e:#}"));
                     continue;
                 }
                 let deadline = tokio::time::Instant::now() + patience;
@@ -470,6 +529,7 @@ pub async fn direct(common: &Common, inflight: usize, messages: usize) -> Result
     }
     let took = started.elapsed();
     let cpu = server.cpu_seconds()? - cpu_before;
+    let own_cpu = own_cpu_seconds()? - own_cpu_before;
 
     let mut latencies: Vec<u64> = (0..messages)
         .filter_map(|seq| {
@@ -481,8 +541,11 @@ pub async fn direct(common: &Common, inflight: usize, messages: usize) -> Result
     let delivered = latencies.len() as u64;
     let lost = messages as u64 - delivered;
     let trigger_errors = trigger_errors.lock().unwrap();
-    let (duplicates, misrouted, strays) =
-        (state.duplicates.load(Relaxed), state.misrouted.load(Relaxed), state.strays.load(Relaxed));
+    let (duplicates, misrouted, strays) = (
+        state.duplicates.load(Relaxed),
+        state.misrouted.load(Relaxed),
+        state.strays.load(Relaxed),
+    );
     let ok = fleet.healthy(common.clients)
         && lost == 0
         && duplicates == 0
@@ -507,6 +570,7 @@ pub async fn direct(common: &Common, inflight: usize, messages: usize) -> Result
             "first_trigger_error": trigger_errors.first(),
             "server_cpu_secs": cpu,
             "server_cpu_us_per_message": cpu * 1e6 / delivered.max(1) as f64,
+            "load_tool_cpu_us_per_message": own_cpu * 1e6 / delivered.max(1) as f64,
             "fleet": fleet.json(),
         }),
     ))
@@ -520,7 +584,10 @@ mod tests {
     fn tags_round_trip_through_padded_payloads() {
         let text = payload("m12:d3:w7:".into(), 100);
         assert_eq!(text.len(), 100);
-        assert_eq!(tag_numbers(text.as_bytes(), [b'm', b'd', b'w']), Some([12, 3, 7]));
+        assert_eq!(
+            tag_numbers(text.as_bytes(), [b'm', b'd', b'w']),
+            Some([12, 3, 7])
+        );
         assert_eq!(tag_numbers(b"r5:....", [b'r']), Some([5]));
         assert_eq!(tag_numbers(b"x5:....", [b'r']), None);
     }

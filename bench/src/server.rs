@@ -12,27 +12,49 @@ impl ServerProcess {
     /// Watches process `pid`.
     pub fn new(pid: u32) -> Result<Self> {
         let process = ServerProcess { pid };
-        process.rss_kib().with_context(|| format!("server pid {pid} is not readable in /proc"))?;
+        process
+            .rss_kib()
+            .with_context(|| format!("server pid {pid} is not readable in /proc"))?;
         Ok(process)
     }
 
     /// Resident set size (`VmRSS` of /proc/<pid>/status) in KiB.
     pub fn rss_kib(&self) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
-        Ok(line.split_whitespace().nth(1).context("empty VmRSS line")?.parse()?)
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("no VmRSS line")?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("empty VmRSS line")?
+            .parse()?)
     }
 
     /// User plus system CPU time of every thread, dead or alive (utime + stime of /proc/<pid>/stat).
     pub fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // The command name may contain spaces and parentheses; the fields follow the last ')'.
-        let Some((_, fields)) = stat.rsplit_once(')') else { bail!("malformed /proc/{}/stat", self.pid) };
-        let fields: Vec<&str> = fields.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat(5); `fields` starts at field 3.
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        Ok(ticks as f64 / clock_ticks_per_second())
+        cpu_seconds_of(self.pid)
     }
+}
+
+/// CPU time the load tool itself has used: on a machine it shares with the server, what it
+/// spends per message is taken from what the server could have had.
+pub fn own_cpu_seconds() -> Result<f64> {
+    cpu_seconds_of(std::process::id())
+}
+
+/// User plus system CPU time of process `pid` (utime + stime of /proc/<pid>/stat).
+fn cpu_seconds_of(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may contain spaces and parentheses; the fields follow the last ')'.
+    let Some((_, fields)) = stat.rsplit_once(')') else {
+        bail!("malformed /proc/{pid}/stat")
+    };
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `fields` starts at field 3.
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks_per_second())
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -43,7 +65,10 @@ fn clock_ticks_per_second() -> f64 {
 
 /// Lifts this process's soft open-files limit to its hard limit: the bench holds one socket per client.
 pub fn raise_open_files_limit() -> Result<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
@@ -73,15 +98,16 @@ impl ForeignLoad {
             server,
             started: std::time::Instant::now(),
             machine: machine_busy_seconds()?,
-            ours: server.cpu_seconds()? + ServerProcess { pid: std::process::id() }.cpu_seconds()?,
+            ours: server.cpu_seconds()? + own_cpu_seconds()?,
         })
     }
 
     /// The share of the machine's CPU capacity used by other processes since `start`.
     pub fn share(&self) -> Result<f64> {
-        let ours = self.server.cpu_seconds()? + ServerProcess { pid: std::process::id() }.cpu_seconds()? - self.ours;
+        let ours = self.server.cpu_seconds()? + own_cpu_seconds()? - self.ours;
         let others = machine_busy_seconds()? - self.machine - ours;
-        let capacity = self.started.elapsed().as_secs_f64() * std::thread::available_parallelism()?.get() as f64;
+        let capacity = self.started.elapsed().as_secs_f64()
+            * std::thread::available_parallelism()?.get() as f64;
         // Clock ticks make very short runs imprecise; keep the share within its meaning.
         Ok((others / capacity).clamp(0.0, 1.0))
     }
@@ -91,8 +117,18 @@ impl ForeignLoad {
 fn machine_busy_seconds() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let cpu = stat.lines().next().context("empty /proc/stat")?;
-    let ticks: Vec<u64> = cpu.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>()?;
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
     // user nice system idle iowait irq softirq steal ...
-    let busy: u64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
     Ok(busy as f64 / clock_ticks_per_second())
 }

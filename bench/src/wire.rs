@@ -4,13 +4,15 @@
 //! Scenarios see only `ClientConn`, `Publisher`, `Scope` and payload bytes.
 
 use std::cell::RefCell;
-use std::io::ErrorKind;
+use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::Poll;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::http::HttpConn;
@@ -93,12 +95,26 @@ pub enum Ended {
 impl ClientConn {
     /// Connects from `source` (so thousands of clients do not exhaust one address's ports),
     /// registers as `name`, and returns once the server has confirmed the registration.
-    pub async fn register(target: Target, server: SocketAddr, source: IpAddr, name: &str) -> Result<Self> {
+    pub async fn register(
+        target: Target,
+        server: SocketAddr,
+        source: IpAddr,
+        name: &str,
+    ) -> Result<Self> {
         let socket = TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("bind {source}"))?;
-        let stream = socket.connect(server).await.with_context(|| format!("connect {server} from {source}"))?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .with_context(|| format!("bind {source}"))?;
+        let stream = socket
+            .connect(server)
+            .await
+            .with_context(|| format!("connect {server} from {source}"))?;
         stream.set_nodelay(true)?;
-        let mut conn = ClientConn { target, stream, partial: Vec::new() };
+        let mut conn = ClientConn {
+            target,
+            stream,
+            partial: Vec::new(),
+        };
         conn.stream.write_all(&hello(target, name)).await?;
         let mut registered = false;
         while !registered {
@@ -121,7 +137,10 @@ impl ClientConn {
     }
 
     /// Hands every delivery to `on_delivery` until the server closes or refuses the session.
-    pub async fn read_deliveries(mut self, mut on_delivery: impl FnMut(Scope, &[u8]) + Send) -> Result<Ended> {
+    pub async fn read_deliveries(
+        mut self,
+        mut on_delivery: impl FnMut(Scope, &[u8]) + Send,
+    ) -> Result<Ended> {
         loop {
             let mut refused = None;
             let open = self
@@ -142,48 +161,59 @@ impl ClientConn {
 
     /// Reads once, decodes every complete unit, answers keep-alives; false once the peer closed.
     async fn pump(&mut self, on_event: &mut (dyn FnMut(Event) + Send)) -> Result<bool> {
-        loop {
-            self.stream.readable().await?;
-            let mut pings = 0;
-            let target = self.target;
-            let partial = &mut self.partial;
-            let stream = &self.stream;
-            let read = SCRATCH.with(|scratch| -> Result<Option<usize>> {
+        let mut pings = 0;
+        let target = self.target;
+        let partial = &mut self.partial;
+        let stream = &mut self.stream;
+        // `poll_read` (unlike `try_read`) forgets the socket's readiness after a short read,
+        // so one delivery costs one `recv`, not a second one that finds nothing.
+        let read = poll_fn(|cx| {
+            SCRATCH.with(|scratch| -> Poll<Result<usize>> {
                 let mut scratch = scratch.borrow_mut();
-                let n = match stream.try_read(&mut scratch) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                };
+                let mut buf = ReadBuf::new(&mut scratch[..]);
+                match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let n = buf.filled().len();
                 let mut on = |event: Event| {
                     if matches!(event, Event::Ping) {
                         pings += 1;
                     }
                     on_event(event);
                 };
-                if partial.is_empty() {
-                    let used = decode(target, &scratch[..n], &mut on)?;
-                    partial.extend_from_slice(&scratch[used..n]);
-                } else {
-                    partial.extend_from_slice(&scratch[..n]);
-                    let used = decode(target, partial, &mut on)?;
-                    partial.drain(..used);
-                    if partial.is_empty() {
-                        *partial = Vec::new();
-                    }
-                }
-                Ok(Some(n))
-            })?;
-            for _ in 0..pings {
-                self.stream.write_all(b"PONG\r\n").await?;
-            }
-            match read {
-                None => continue,
-                Some(0) => return Ok(false),
-                Some(_) => return Ok(true),
-            }
+                Poll::Ready(decode_into(target, partial, &scratch[..n], &mut on).map(|()| n))
+            })
+        })
+        .await?;
+        for _ in 0..pings {
+            self.stream.write_all(b"PONG\r\n").await?;
+        }
+        Ok(read != 0)
+    }
+}
+
+/// Decodes `fresh` bytes after what `partial` kept of the previous read, and keeps the
+/// incomplete tail for the next one.
+fn decode_into(
+    target: Target,
+    partial: &mut Vec<u8>,
+    fresh: &[u8],
+    on: &mut dyn FnMut(Event),
+) -> Result<()> {
+    if partial.is_empty() {
+        let used = decode(target, fresh, on)?;
+        partial.extend_from_slice(&fresh[used..]);
+    } else {
+        partial.extend_from_slice(fresh);
+        let used = decode(target, partial, on)?;
+        partial.drain(..used);
+        if partial.is_empty() {
+            *partial = Vec::new();
         }
     }
+    Ok(())
 }
 
 /// The bytes a subscriber sends right after connecting to register under `name`.
@@ -241,9 +271,14 @@ fn decode_json_lines(buf: &[u8], on: &mut dyn FnMut(Event)) -> Result<usize> {
                     "direct" => Scope::Direct,
                     other => bail!("unknown scope {other}"),
                 };
-                on(Event::Delivery { scope, payload: message.as_bytes() })
+                on(Event::Delivery {
+                    scope,
+                    payload: message.as_bytes(),
+                })
             }
-            ("error" | "bye", _, _) => on(Event::Refused(String::from_utf8_lossy(line).into_owned())),
+            ("error" | "bye", _, _) => {
+                on(Event::Refused(String::from_utf8_lossy(line).into_owned()))
+            }
             _ => on(Event::Other),
         }
     }
@@ -257,7 +292,10 @@ fn decode_nats(buf: &[u8], on: &mut dyn FnMut(Event)) -> Result<usize> {
         let after_line = used + end + 2;
         if let Some(args) = line.strip_prefix(b"MSG ") {
             // MSG <subject> <sid> [reply-to] <#bytes>
-            let fields: Vec<&[u8]> = args.split(|&b| b == b' ').filter(|f| !f.is_empty()).collect();
+            let fields: Vec<&[u8]> = args
+                .split(|&b| b == b' ')
+                .filter(|f| !f.is_empty())
+                .collect();
             let (Some(subject), Some(size)) = (fields.first(), fields.last()) else {
                 bail!("malformed NATS MSG line");
             };
@@ -266,7 +304,11 @@ fn decode_nats(buf: &[u8], on: &mut dyn FnMut(Event)) -> Result<usize> {
                 break;
             }
             let payload = &buf[after_line..after_line + size];
-            let scope = if *subject == BROADCAST_CHANNEL.as_bytes() { Scope::Broadcast } else { Scope::Direct };
+            let scope = if *subject == BROADCAST_CHANNEL.as_bytes() {
+                Scope::Broadcast
+            } else {
+                Scope::Direct
+            };
             on(Event::Delivery { scope, payload });
             used = after_line + size + 2;
             continue;
@@ -300,8 +342,12 @@ enum Resp<'a> {
 
 /// Parses one RESP value at the front of `buf`: `Ok(None)` when incomplete.
 fn parse_resp(buf: &[u8]) -> Result<Option<(Resp<'_>, usize)>> {
-    let Some(end) = find_crlf(buf) else { return Ok(None) };
-    let Some((&kind, rest)) = buf[..end].split_first() else { bail!("empty RESP line") };
+    let Some(end) = find_crlf(buf) else {
+        return Ok(None);
+    };
+    let Some((&kind, rest)) = buf[..end].split_first() else {
+        bail!("empty RESP line")
+    };
     let after = end + 2;
     let number = || -> Result<i64> { Ok(std::str::from_utf8(rest)?.parse()?) };
     Ok(Some(match kind {
@@ -319,7 +365,9 @@ fn parse_resp(buf: &[u8]) -> Result<Option<(Resp<'_>, usize)>> {
             let mut items = Vec::new();
             let mut at = after;
             for _ in 0..number()? {
-                let Some((item, used)) = parse_resp(&buf[at..])? else { return Ok(None) };
+                let Some((item, used)) = parse_resp(&buf[at..])? else {
+                    return Ok(None);
+                };
                 items.push(item);
                 at += used;
             }
@@ -336,7 +384,11 @@ fn decode_resp(buf: &[u8], on: &mut dyn FnMut(Event)) -> Result<usize> {
         match value {
             Resp::Array(items) => match items.as_slice() {
                 [Resp::Bulk(b"message"), Resp::Bulk(channel), Resp::Bulk(payload)] => {
-                    let scope = if *channel == BROADCAST_CHANNEL.as_bytes() { Scope::Broadcast } else { Scope::Direct };
+                    let scope = if *channel == BROADCAST_CHANNEL.as_bytes() {
+                        Scope::Broadcast
+                    } else {
+                        Scope::Direct
+                    };
                     on(Event::Delivery { scope, payload })
                 }
                 // The reply to the second channel of our one SUBSCRIBE confirms both.
@@ -414,11 +466,15 @@ fn mqtt_publish(topic: &str, payload: &[u8]) -> Vec<u8> {
 
 /// Splits one MQTT packet off the front of `buf`: `Some((first byte, body, total length))`.
 fn split_mqtt_packet(buf: &[u8]) -> Result<Option<(u8, &[u8], usize)>> {
-    let Some(&first) = buf.first() else { return Ok(None) };
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
     let mut len = 0usize;
     let mut at = 1;
     for shift in 0..4 {
-        let Some(&byte) = buf.get(at) else { return Ok(None) };
+        let Some(&byte) = buf.get(at) else {
+            return Ok(None);
+        };
         at += 1;
         len |= usize::from(byte & 0x7f) << (7 * shift);
         if byte & 0x80 == 0 {
@@ -433,15 +489,25 @@ fn decode_mqtt(buf: &[u8], on: &mut dyn FnMut(Event)) -> Result<usize> {
     while let Some((first, body, len)) = split_mqtt_packet(&buf[used..])? {
         used += len;
         match first >> 4 {
-            2 if body.get(1) != Some(&0) => on(Event::Refused(format!("CONNACK return code {:?}", body.get(1)))),
+            2 if body.get(1) != Some(&0) => on(Event::Refused(format!(
+                "CONNACK return code {:?}",
+                body.get(1)
+            ))),
             3 => {
                 if first & 0x06 != 0 {
                     bail!("PUBLISH at QoS > 0 although every subscription is QoS 0");
                 }
                 let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
                 let topic = &body[2..2 + topic_len];
-                let scope = if topic == BROADCAST_CHANNEL.as_bytes() { Scope::Broadcast } else { Scope::Direct };
-                on(Event::Delivery { scope, payload: &body[2 + topic_len..] })
+                let scope = if topic == BROADCAST_CHANNEL.as_bytes() {
+                    Scope::Broadcast
+                } else {
+                    Scope::Direct
+                };
+                on(Event::Delivery {
+                    scope,
+                    payload: &body[2 + topic_len..],
+                })
             }
             9 if body[2..].contains(&0x80) => on(Event::Refused("SUBACK failure".into())),
             9 => on(Event::Registered),
@@ -466,22 +532,33 @@ pub enum Publisher {
 
 impl Publisher {
     /// Connects publisher number `index` (MQTT needs a distinct client id per connection).
-    pub async fn connect(target: Target, server: SocketAddr, http: SocketAddr, index: usize) -> Result<Self> {
+    pub async fn connect(
+        target: Target,
+        server: SocketAddr,
+        http: SocketAddr,
+        index: usize,
+    ) -> Result<Self> {
         if target.uses_http() {
             return Ok(Publisher::Http(HttpConn::connect(http).await?));
         }
-        let stream = TcpStream::connect(server).await.with_context(|| format!("publisher connect {server}"))?;
+        let stream = TcpStream::connect(server)
+            .await
+            .with_context(|| format!("publisher connect {server}"))?;
         stream.set_nodelay(true)?;
         Ok(match target {
             Target::Nats => {
                 let mut stream = stream;
-                stream.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n").await?;
+                stream
+                    .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+                    .await?;
                 Publisher::Nats(stream)
             }
             Target::Redis => Publisher::Redis(BufReader::new(stream)),
             Target::Mqtt => {
                 let mut stream = stream;
-                stream.write_all(&mqtt_connect(&format!("publisher-{index}"))).await?;
+                stream
+                    .write_all(&mqtt_connect(&format!("publisher-{index}")))
+                    .await?;
                 let mut connack = [0u8; 4];
                 tokio::io::AsyncReadExt::read_exact(&mut stream, &mut connack).await?;
                 if connack != [0x20, 2, 0, 0] {
@@ -522,14 +599,21 @@ impl Publisher {
                 stream.write_all(frame.as_bytes()).await?;
             }
             Publisher::Redis(stream) => {
-                stream.get_mut().write_all(&resp_command(&["PUBLISH", channel, payload])).await?;
+                stream
+                    .get_mut()
+                    .write_all(&resp_command(&["PUBLISH", channel, payload]))
+                    .await?;
                 let mut reply = String::new();
                 stream.read_line(&mut reply).await?;
                 if !reply.starts_with(':') {
                     bail!("PUBLISH {channel}: {}", reply.trim_end());
                 }
             }
-            Publisher::Mqtt(stream) => stream.write_all(&mqtt_publish(channel, payload.as_bytes())).await?,
+            Publisher::Mqtt(stream) => {
+                stream
+                    .write_all(&mqtt_publish(channel, payload.as_bytes()))
+                    .await?
+            }
         }
         Ok(())
     }
