@@ -8,7 +8,9 @@
 #   --quick   small N and one run, to try the pipeline; writes only bench/results/<stamp>/
 # Environment: TCPHUB_TARGET_DIR (cargo target dir for tcphub, default <repo>/target),
 #   BENCH_QUIET_WAIT (seconds to wait for an idle machine before each scenario, default 120),
-#   BENCH_NICE (priority of the servers and the load tool when run as root, default -15).
+#   BENCH_NICE (priority of the servers and the load tool when run as root, default -15),
+#   BENCH_PIN (1, the default: the server on all cores but the last, the load tool on the last;
+#   0: no pinning).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -59,6 +61,19 @@ TCPHUB=$HUB_TARGET/release/tcphub
 mkdir -p "$HERE/target"
 gcc -O2 -Wall -o "$HERE/target/floor" "$HERE/floor.c"
 
+# The server under test and the load tool would otherwise compete for the same few cores,
+# and every figure would depend on how the kernel happened to place them. Pin them apart:
+# the server on every core but the last, the load tool (single-threaded) on the last.
+# BENCH_PIN=0 leaves placement to the kernel.
+NPROC=$(nproc)
+if [ "${BENCH_PIN:-1}" = 1 ] && [ "$NPROC" -ge 2 ]; then
+  SERVER_CPUS=0 TOOL_CPUS=$((NPROC - 1))
+  [ "$NPROC" -eq 2 ] || SERVER_CPUS=0-$((NPROC - 2))
+  ON_SERVER_CPUS=(taskset -c "$SERVER_CPUS") ON_TOOL_CPUS=(taskset -c "$TOOL_CPUS")
+else
+  SERVER_CPUS=any TOOL_CPUS=any ON_SERVER_CPUS=() ON_TOOL_CPUS=()
+fi
+
 # Every server and the bench hold one socket per client: use the whole open-files allowance.
 ulimit -n "$(ulimit -Hn)"
 # On a machine shared with other work, run this script and everything it starts (servers,
@@ -75,15 +90,15 @@ SERVER_PID=
 start_server() { # target scenario run
   local log=$OUT/logs/$1-$2-$3.log
   case $1 in
-    tcphub) "$TCPHUB" --tcp-addr "127.0.0.1:$TCP_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
+    tcphub) "${ON_SERVER_CPUS[@]}" "$TCPHUB" --tcp-addr "127.0.0.1:$TCP_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
               --max-clients 100000 >"$log" 2>&1 & ;;
-    seed) node "$HERE/seed-server/server.js" --tcp-port "$TCP_PORT" --http-port "$HTTP_PORT" >"$log" 2>&1 & ;;
-    nats) nats-server -a 127.0.0.1 -p "$TCP_PORT" >"$log" 2>&1 & ;;
-    redis) redis-server --port "$TCP_PORT" --bind 127.0.0.1 --maxclients 19900 --save '' \
+    seed) "${ON_SERVER_CPUS[@]}" node "$HERE/seed-server/server.js" --tcp-port "$TCP_PORT" --http-port "$HTTP_PORT" >"$log" 2>&1 & ;;
+    nats) "${ON_SERVER_CPUS[@]}" nats-server -a 127.0.0.1 -p "$TCP_PORT" >"$log" 2>&1 & ;;
+    redis) "${ON_SERVER_CPUS[@]}" redis-server --port "$TCP_PORT" --bind 127.0.0.1 --maxclients 19900 --save '' \
              --appendonly no --protected-mode no >"$log" 2>&1 & ;;
     mqtt) printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\n' \
             "$TCP_PORT" >"$OUT/mosquitto.conf"
-          mosquitto -c "$OUT/mosquitto.conf" >"$log" 2>&1 & ;;
+          "${ON_SERVER_CPUS[@]}" mosquitto -c "$OUT/mosquitto.conf" >"$log" 2>&1 & ;;
   esac
   SERVER_PID=$!
   local addrs=(--addr "127.0.0.1:$TCP_PORT")
@@ -139,7 +154,7 @@ scenario_args() { # target scenario
 for run in $(seq 1 "$RUNS"); do
   echo "== run $run of $RUNS"
   wait_quiet
-  "$HERE/target/floor" "$FANOUT_N" 20 | sed "s/^{/{\"scenario\":\"floor\",\"run\":$run,/" >>"$RESULTS"
+  "${ON_SERVER_CPUS[@]}" "$HERE/target/floor" "$FANOUT_N" 20 | sed "s/^{/{\"scenario\":\"floor\",\"run\":$run,/" >>"$RESULTS"
   for target in $TARGETS; do
     for scenario in idle fanout direct; do
       pace
@@ -150,7 +165,7 @@ for run in $(seq 1 "$RUNS"); do
       if start_server "$target" "$scenario" "$run" 2>>"$OUT/logs/bench-errors.log"; then
         args=$(scenario_args "$target" "$scenario")
         [ "$run" != 1 ] || echo "tcphub-bench $args" >>"$OUT/commands.txt"
-        line=$("$BENCH" $args 2>>"$OUT/logs/bench-errors.log") || true
+        line=$("${ON_TOOL_CPUS[@]}" "$BENCH" $args 2>>"$OUT/logs/bench-errors.log") || true
       fi
       [ -n "$line" ] || line="{\"scenario\":\"$scenario\",\"target\":\"$target\",\"ok\":false,\"error\":\"no result, see logs/bench-errors.log\"}"
       printf '%s\n' "$line" | sed "s/^{/{\"run\":$run,/" | tee -a "$RESULTS"
@@ -164,6 +179,7 @@ done
   echo "\"date\": \"$(date -u +%Y-%m-%dT%H:%MZ)\","
   echo "\"quick\": $QUICK, \"runs\": $RUNS, \"idle_clients\": $IDLE_N, \"fanout_clients\": $FANOUT_N,"
   echo "\"direct_clients\": $DIRECT_N, \"rounds\": $ROUNDS, \"warmup\": $WARMUP, \"messages\": $MESSAGES, \"inflight\": $INFLIGHT,"
+  echo "\"server_cpus\": \"$SERVER_CPUS\", \"tool_cpus\": \"$TOOL_CPUS\","
   echo "\"nproc\": $(nproc), \"cpu\": \"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\","
   echo "\"memory\": \"$(free -g | awk '/Mem:/ {print $2}') GiB\", \"kernel\": \"$(uname -r)\","
   echo "\"tcphub\": \"$TCPHUB_REV\","
