@@ -1,5 +1,6 @@
 //! The `tcphub` binary: flags to [`Config`], logging, both listeners, signals.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,8 +74,11 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // A log sink that went away must not take the process down with it (a panic
     // while reporting the failed write would kill the signal task).
+    // Colours only on a terminal: in a file, a pipe or `docker logs` they are
+    // escape codes in every line.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
         .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),

@@ -167,6 +167,26 @@ async fn start_up_logs_the_addresses_and_the_client_capacity() {
 }
 
 #[tokio::test]
+async fn text_logs_into_a_pipe_carry_no_colour_codes() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tcphub"))
+        .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--log-format", "text"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = timeout(PATIENCE, logs.next_line())
+        .await
+        .expect("no log line in time")
+        .unwrap()
+        .expect("the hub closed its output");
+    assert!(first.contains("open files limit"), "{first:?}");
+    assert!(!first.contains('\u{1b}'), "escape codes in {first:?}");
+}
+
+#[tokio::test]
 async fn logs_are_json_with_session_peer_and_name_and_never_the_token() {
     let mut hub = Process::start(&[]).await;
     let mut client = connect(&hub.tcp_addr).await;
