@@ -54,7 +54,9 @@ pub fn serve(
 async fn run(mut registration: Registration) {
     {
         let client = registration.client();
-        info!(session = %client.id(), peer = %client.peer(), "client connected");
+        // At info a client appears once it is named (and again when it leaves):
+        // a bare connection is one more line per client in a reconnect storm.
+        debug!(session = %client.id(), peer = %client.peer(), "client connected");
     }
     let outcome = read_and_flush(registration.registry(), registration.client()).await;
     if let Err(err) = outcome {
@@ -248,7 +250,7 @@ fn on_sync(
     match registry.sync(client, name) {
         Ok(()) => {
             let id = client.id();
-            info!(session = %id, name, "client named");
+            info!(session = %id, peer = %client.peer(), name, "client named");
             debug!(session = %id, message = ?message, "sync message");
             let welcome = HubFrame::Welcome {
                 id: &id,

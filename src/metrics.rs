@@ -34,7 +34,8 @@ impl RouteLabel {
         RouteLabel(route)
     }
 
-    fn as_str(&self) -> &str {
+    /// The pattern, or `unmatched`.
+    pub fn as_str(&self) -> &str {
         self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
     }
 }

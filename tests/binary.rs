@@ -27,6 +27,11 @@ struct Process {
 
 impl Process {
     async fn start(extra: &[&str]) -> Process {
+        Process::start_logging("info", extra).await
+    }
+
+    /// Starts the hub with `RUST_LOG` set to `filter`.
+    async fn start_logging(filter: &str, extra: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcphub"))
             .args([
                 "--tcp-addr",
@@ -38,7 +43,7 @@ impl Process {
             ])
             .args(["--api-token", TOKEN])
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -167,6 +172,34 @@ async fn start_up_logs_the_addresses_and_the_client_capacity() {
 }
 
 #[tokio::test]
+async fn debug_logs_each_request_with_its_route_and_status() {
+    let mut hub = Process::start_logging("debug", &[]).await;
+    let response = hub
+        .http(reqwest::Method::GET, "/clients/nobody")
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let logged = hub.log_until(|line| line["message"] == "request").await;
+    assert_eq!(
+        (
+            logged["level"].clone(),
+            logged["method"].clone(),
+            logged["route"].clone(),
+            logged["status"].clone()
+        ),
+        (
+            json!("DEBUG"),
+            json!("GET"),
+            json!("/clients/{name}"),
+            json!(404)
+        )
+    );
+    assert!(logged["micros"].is_u64(), "{logged}");
+}
+
+#[tokio::test]
 async fn text_logs_into_a_pipe_carry_no_colour_codes() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tcphub"))
         .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
@@ -191,25 +224,25 @@ async fn logs_are_json_with_session_peer_and_name_and_never_the_token() {
     let mut hub = Process::start(&[]).await;
     let mut client = connect(&hub.tcp_addr).await;
     let id = client.sync("logged").await;
-    let connected = hub
-        .log_until(|line| line["message"] == "client connected")
-        .await;
-    assert_eq!(
-        (connected["level"].clone(), connected["session"].clone()),
-        (json!("INFO"), json!(id))
-    );
-    assert!(
-        connected["peer"]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:")
-    );
+    let mut before_named = Vec::new();
     let named = hub
-        .log_until(|line| line["message"] == "client named")
+        .log_until(|line| {
+            before_named.push(line["message"].clone());
+            line["message"] == "client named"
+        })
         .await;
     assert_eq!(
-        (named["session"].clone(), named["name"].clone()),
-        (json!(id), json!("logged"))
+        (
+            named["level"].clone(),
+            named["session"].clone(),
+            named["name"].clone()
+        ),
+        (json!("INFO"), json!(id), json!("logged"))
+    );
+    assert!(named["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        !before_named.contains(&json!("client connected")),
+        "a bare connection is logged at debug only: {before_named:?}"
     );
     let response = hub
         .http(reqwest::Method::GET, "/clients")

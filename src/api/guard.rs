@@ -1,5 +1,5 @@
 //! The gate in front of every route: the bearer-token check, then the request's
-//! metrics (route, method, status, latency).
+//! metrics (route, method, status, latency) and, at debug level, its log line.
 //!
 //! One concrete tower layer rather than two `from_fn` middlewares: a request
 //! costs no boxed future, no clone of the router's service and no label
@@ -19,6 +19,7 @@ use futures_util::future::{Either, Ready, ready as ready_future};
 use pin_project_lite::pin_project;
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
+use tracing::debug;
 
 use super::{ApiError, AppState, dashboard};
 use crate::metrics::{HttpLabels, RouteLabel};
@@ -149,12 +150,20 @@ where
             method: this.method,
             status: response.status().as_u16(),
         };
+        let took = this.started.elapsed();
+        debug!(
+            method = labels.method,
+            route = labels.route.as_str(),
+            status = labels.status,
+            micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
         let metrics = this.state.registry.metrics();
         metrics.http_requests.get_or_create(&labels).inc();
         metrics
             .http_latency
             .get_or_create(&labels)
-            .observe(this.started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
         Poll::Ready(Ok(response))
     }
 }

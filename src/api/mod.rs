@@ -1,4 +1,4 @@
-//! The HTTP API: the route table, bearer-token auth, request metrics and tracing.
+//! The HTTP API: the route table, bearer-token auth, request metrics and logs.
 //!
 //! Handlers are thin: they extract, call the [`Registry`], and map the result.
 //! The API never touches sockets. The OpenAPI document is generated from these
@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
@@ -57,7 +56,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(guard::GuardLayer::new(state.clone()))
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
