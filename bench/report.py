@@ -87,11 +87,14 @@ def tables(lines, machine, commands):
     say("")
     say(f"### idle: {m['idle_clients']:,} registered idle clients")
     say("")
-    say("| server | resident memory per client (bytes) | registrations per second | failures |")
-    say("|---|---:|---:|---|")
+    say("| server | resident memory per client (bytes) | registrations per second "
+        "| server CPU per registration (µs) | load tool CPU per registration (µs) | failures |")
+    say("|---|---:|---:|---:|---:|---|")
     for t in targets:
         say(f"| {NAMES[t]} | {cell(lines, t, 'idle', 'rss_bytes_per_client', 0)} "
-            f"| {cell(lines, t, 'idle', 'registrations_per_sec', 0)} | {trouble(lines, t, 'idle')} |")
+            f"| {cell(lines, t, 'idle', 'registrations_per_sec', 0)} "
+            f"| {cell(lines, t, 'idle', 'server_cpu_us_per_registration')} "
+            f"| {cell(lines, t, 'idle', 'load_tool_cpu_us_per_registration')} | {trouble(lines, t, 'idle')} |")
     say("")
     say(f"### fanout: one {100}-byte message to {m['fanout_clients']:,} clients, "
         f"{m['rounds']} measured rounds per run")

@@ -223,7 +223,12 @@ pub async fn idle(common: &Common, settle: Duration) -> Result<(bool, Value)> {
     let server = ServerProcess::new(common.server_pid)?;
     let rss_before = server.rss_kib()?;
     let silence = Arc::new(Silence::default());
+    let (cpu_before, own_cpu_before) = (server.cpu_seconds()?, own_cpu_seconds()?);
     let (fleet, took) = open_fleet(common, silence.clone()).await?;
+    let (cpu, own_cpu) = (
+        server.cpu_seconds()? - cpu_before,
+        own_cpu_seconds()? - own_cpu_before,
+    );
     let rss_registered = server.rss_kib()?;
     // Let allocators and garbage collectors settle, so the figure is the steady idle cost.
     tokio::time::sleep(settle).await;
@@ -241,6 +246,8 @@ pub async fn idle(common: &Common, settle: Duration) -> Result<(bool, Value)> {
         json!({
             "register_secs": took.as_secs_f64(),
             "registrations_per_sec": registered as f64 / took.as_secs_f64(),
+            "server_cpu_us_per_registration": cpu * 1e6 / registered.max(1) as f64,
+            "load_tool_cpu_us_per_registration": own_cpu * 1e6 / registered.max(1) as f64,
             "rss_before_kib": rss_before,
             "rss_registered_kib": rss_registered,
             "rss_settled_kib": rss_settled,
