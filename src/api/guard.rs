@@ -1,10 +1,9 @@
 //! The gate in front of every route: the bearer-token check, then the request's
 //! metrics (route, method, status, latency) and, at debug level, its log line.
 //!
-//! One concrete tower layer rather than two `from_fn` middlewares: a request
-//! costs no boxed future, no clone of the router's service and no label
-//! strings, which matters on the direct-send path where the HTTP round trip is
-//! most of the work.
+//! One concrete tower layer: a request costs no boxed future, no clone of the
+//! router's service and no label strings, which matters on the direct-send
+//! path, where the HTTP round trip is most of the work.
 
 use std::convert::Infallible;
 use std::future::Future;
