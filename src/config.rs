@@ -203,6 +203,9 @@ pub enum Command {
         /// The HTTP API address of the hub to check (an unspecified IP means loopback).
         #[arg(long, env = "TCPHUB_HTTP_ADDR", default_value = "127.0.0.1:8080")]
         http_addr: SocketAddr,
+        /// The hub's PEM certificate: ask over TLS, trusting exactly this certificate.
+        #[arg(long, env = "TCPHUB_TLS_CERT")]
+        tls_cert: Option<PathBuf>,
     },
     /// Print the OpenAPI document of the HTTP API.
     Openapi,

@@ -1,16 +1,15 @@
 //! The `tcphub` binary: flags to [`Config`], logging, both listeners, signals.
 
-use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::process::ExitCode;
-use std::time::Duration;
+mod healthcheck;
 
-use anyhow::{Context, bail};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
 use clap::Parser;
 use tcphub::Hub;
 use tcphub::config::{Cli, Command, LogFormat, RunArgs};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -19,9 +18,6 @@ use tracing_subscriber::EnvFilter;
 /// connection than the system allocator (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// How long `tcphub healthcheck` waits for an answer.
-const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,7 +34,10 @@ fn main() -> ExitCode {
                 print!("{}", tcphub::api::openapi_json());
                 Ok(())
             }
-            Some(Command::Healthcheck { http_addr }) => healthcheck(http_addr).await,
+            Some(Command::Healthcheck {
+                http_addr,
+                tls_cert,
+            }) => healthcheck::probe(http_addr, tls_cert.as_deref()).await,
             None => run(cli.run).await,
         }
     });
@@ -147,34 +146,4 @@ async fn stop_on_signals(mut signals: Signals, shutdown: CancellationToken) {
     signals.next().await;
     warn!("second signal: exiting without draining");
     std::process::exit(1);
-}
-
-/// Exits 0 when `GET /healthz` on `http_addr` answers 200.
-async fn healthcheck(mut http_addr: SocketAddr) -> anyhow::Result<()> {
-    if http_addr.ip().is_unspecified() {
-        http_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let status = tokio::time::timeout(HEALTHCHECK_TIMEOUT, status_of_healthz(http_addr))
-        .await
-        .context("no answer in time")??;
-    if status != "200" {
-        bail!("/healthz answered {status}");
-    }
-    Ok(())
-}
-
-/// The status code of a one-shot `GET /healthz` over HTTP/1.0.
-async fn status_of_healthz(addr: SocketAddr) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    let request = format!("GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).await?;
-    let head = String::from_utf8_lossy(&head[..n]);
-    match head.split_whitespace().nth(1) {
-        Some(status) => Ok(status.to_owned()),
-        None => bail!("not an HTTP answer"),
-    }
 }

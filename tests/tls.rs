@@ -1,12 +1,12 @@
 //! TLS on both listeners (`--tls-cert`/`--tls-key`), with a certificate made by
 //! the test: the TCP protocol and the HTTP API work through it, frames for a TLS
 //! client are queued and flushed by its task under the same limits as plain
-//! ones, and plaintext gets nowhere.
+//! ones, plaintext gets nowhere, and `tcphub healthcheck` asks over TLS.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -374,4 +374,45 @@ async fn a_missing_or_broken_certificate_stops_the_hub_from_starting() {
         .expect("serve returned no error");
     let err = outcome.expect_err("started with a broken key");
     assert!(err.to_string().contains("key.pem"), "{err}");
+}
+
+/// Runs `tcphub healthcheck` against `http_addr`, over TLS when `tls_cert` is given.
+async fn healthcheck(http_addr: SocketAddr, tls_cert: Option<&Path>) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tcphub"));
+    command
+        .args(["healthcheck", "--http-addr", &http_addr.to_string()])
+        .env_remove("TCPHUB_HTTP_ADDR")
+        .env_remove("TCPHUB_TLS_CERT");
+    if let Some(cert) = tls_cert {
+        command.arg("--tls-cert").arg(cert);
+    }
+    timeout(PATIENCE, command.output())
+        .await
+        .expect("the health check hung")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_healthcheck_asks_over_tls_trusting_exactly_the_hubs_certificate() {
+    let certificate = Certificate::generate();
+    let hub = TestHub::start(certificate.config()).await;
+
+    let pinned = healthcheck(hub.http_addr, Some(&certificate.cert_file)).await;
+    assert!(pinned.status.success(), "{pinned:?}");
+
+    let stranger = Certificate::generate();
+    let refused = healthcheck(hub.http_addr, Some(&stranger.cert_file)).await;
+    assert!(!refused.status.success(), "another certificate was trusted");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("TLS handshake with"), "{why}");
+
+    let plain = healthcheck(hub.http_addr, None).await;
+    assert!(!plain.status.success(), "plain HTTP passed against TLS");
+}
+
+#[tokio::test]
+async fn the_healthcheck_asks_plain_http_without_a_certificate() {
+    let hub = TestHub::start(Config::default()).await;
+    let answered = healthcheck(hub.http_addr, None).await;
+    assert!(answered.status.success(), "{answered:?}");
 }
