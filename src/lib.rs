@@ -115,9 +115,11 @@ impl Hub {
         };
 
         shutdown.cancelled().await;
-        info!("shutting down: draining clients");
         self.registry.shut_down();
         let _ = accepting.await;
+        // Logged once readiness reports the drain and the listener is closed,
+        // so whoever reads this line finds both.
+        info!("shutting down: draining clients");
         tasks.close();
         tasks.wait().await;
         // Every client is gone and its last event emitted: followers of the
