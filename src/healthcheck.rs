@@ -20,7 +20,6 @@ use tokio_rustls::rustls::client::danger::{
 use tokio_rustls::rustls::crypto::{
     WebPkiSupportedAlgorithms, ring, verify_tls12_signature, verify_tls13_signature,
 };
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, Error, SignatureScheme,
@@ -82,10 +81,9 @@ async fn ask(
 
 /// A TLS client that accepts only the first certificate of the PEM file at `path`.
 fn pinned_to(path: &Path) -> anyhow::Result<TlsConnector> {
-    let expected = CertificateDer::pem_file_iter(path)
-        .and_then(|mut certs| certs.next().transpose())
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .with_context(|| format!("no certificate in {}", path.display()))?;
+    let mut chain = tcphub::tls::certificate_chain(path)?;
+    // The chain is never empty: the leaf comes first.
+    let expected = chain.swap_remove(0);
     let provider = Arc::new(ring::default_provider());
     let verifier = PinnedCertificate {
         expected,

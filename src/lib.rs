@@ -103,7 +103,7 @@ impl Hub {
         let stopped = http_stop.clone().cancelled_owned();
         let http_server = match tls {
             None => tokio::spawn(
-                axum::serve(http.tap_io(send_without_delay), app)
+                axum::serve(http.tap_io(|socket| send_without_delay(socket)), app)
                     .with_graceful_shutdown(stopped)
                     .into_future(),
             ),
@@ -153,7 +153,8 @@ async fn sweep_idle(registry: Registry, timeout: Duration, shutdown: Cancellatio
 
 /// HTTP answers and event streams leave as soon as they are written: Nagle's
 /// algorithm would hold a small write back until the previous one is acknowledged.
-fn send_without_delay(socket: &mut TcpStream) {
+/// For plain HTTP connections and, before their handshake, TLS ones.
+fn send_without_delay(socket: &TcpStream) {
     // A socket that refuses the option still works, only with Nagle's delay.
     let _ = socket.set_nodelay(true);
 }

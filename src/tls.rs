@@ -65,27 +65,34 @@ pub fn acceptor(config: &Config) -> io::Result<Option<TlsAcceptor>> {
     }
 }
 
+/// The PEM certificate chain at `path`: at least one certificate, leaf first.
+pub fn certificate_chain(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| unreadable(path, &err))?;
+    if chain.is_empty() {
+        return Err(unreadable(path, &"no certificate in the file"));
+    }
+    Ok(chain)
+}
+
+fn unreadable(path: &Path, err: &dyn std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("cannot read {}: {err}", path.display()),
+    )
+}
+
 /// Reads a PEM certificate chain and its private key.
 fn load(cert_path: &Path, key_path: &Path) -> io::Result<TlsAcceptor> {
-    let invalid = |path: &Path, err: &dyn std::fmt::Display| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("cannot read {}: {err}", path.display()),
-        )
-    };
-    let chain = CertificateDer::pem_file_iter(cert_path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| invalid(cert_path, &err))?;
-    if chain.is_empty() {
-        return Err(invalid(cert_path, &"no certificate in the file"));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|err| invalid(key_path, &err))?;
+    let chain = certificate_chain(cert_path)?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|err| unreadable(key_path, &err))?;
     // The provider is named, not taken from the process default, so no other
     // crate's choice of crypto backend can change or break it.
     let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_safe_default_protocol_versions()
         .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
-        .map_err(|err| invalid(cert_path, &err))?;
+        .map_err(|err| unreadable(cert_path, &err))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -308,8 +315,7 @@ impl TlsListener {
                         continue;
                     }
                 };
-                // As for plain HTTP: no Nagle delay on answers and event streams.
-                let _ = socket.set_nodelay(true);
+                crate::send_without_delay(&socket);
                 let (acceptor, ready) = (acceptor.clone(), ready.clone());
                 tokio::spawn(async move {
                     match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {

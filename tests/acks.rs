@@ -110,7 +110,7 @@ async fn a_send_nobody_acks_times_out_with_504_and_leaves_nothing_behind() {
             message_id: id.to_owned()
         }
     );
-    let metrics = follow::metrics(&hub).await;
+    let metrics = hub.metrics().await;
     for line in [
         "tcphub_ack_waits_total{outcome=\"timeout\"} 1\n",
         "tcphub_acks_total 1\n",
@@ -230,7 +230,7 @@ async fn acks_for_ids_the_hub_never_issued_are_counted_and_ignored() {
         }
     );
     client.ping().await; // the connection carries on as before
-    let metrics = follow::metrics(&hub).await;
+    let metrics = hub.metrics().await;
     for line in ["tcphub_acks_unknown_total 3\n", "tcphub_acks_total 1\n"] {
         assert!(metrics.contains(line), "no {line:?} in {metrics}");
     }

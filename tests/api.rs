@@ -303,9 +303,7 @@ async fn probes_and_metrics_answer() {
     assert_eq!(hub.get("/readyz").await, (200, json!({"status": "ready"})));
     let mut client = TestClient::synced(&hub, "m").await;
     client.ping().await;
-    let response = reqwest::get(hub.url("/metrics")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
+    let text = hub.metrics().await;
     for line in [
         "tcphub_clients_connected 1",
         "tcphub_clients_named 1",
@@ -352,14 +350,7 @@ async fn requests_are_counted_by_route_pattern_method_and_status() {
         .unwrap();
     assert_eq!(unrouted.status(), 404);
 
-    let text = hub
-        .request(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = hub.metrics().await;
     let counted = |labels: &str| format!("tcphub_http_requests_total{{{labels}}} 1");
     for line in [
         counted(r#"route="/clients/{name}/send",method="POST",status="202""#),

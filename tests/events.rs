@@ -387,7 +387,7 @@ async fn a_follower_that_falls_behind_is_told_how_many_it_missed_and_never_slows
     assert!(missed > 0, "the follower never fell behind");
     // connected + named + the flood + last: each either received or counted as missed
     assert_eq!(received + missed, FLOOD + 3);
-    let metrics = follow::metrics(&hub).await;
+    let metrics = hub.metrics().await;
     assert!(
         metrics.contains(&format!("tcphub_events_missed_total {missed}\n")),
         "{metrics}"

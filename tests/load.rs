@@ -216,12 +216,7 @@ async fn slow_consumer_among_a_thousand(policy: SlowConsumer) {
                 1 + ROUNDS,
                 "every broadcast counted as dropped"
             );
-            let metrics = hub
-                .request(reqwest::Method::GET, "/metrics")
-                .send()
-                .await
-                .unwrap();
-            let text = metrics.text().await.unwrap();
+            let text = hub.metrics().await;
             assert!(
                 text.lines()
                     .any(|line| line.starts_with("tcphub_messages_dropped_total ")

@@ -22,6 +22,7 @@ use tracing::debug;
 
 use super::{ApiError, AppState, dashboard};
 use crate::metrics::{HttpLabels, RouteLabel};
+use crate::registry::Registry;
 
 /// Wraps every route in a [`Guard`].
 #[derive(Debug, Clone)]
@@ -91,6 +92,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
         let route = RouteLabel::new(request.extensions().get::<MatchedPath>().cloned());
         let method = method_label(request.method());
         let response = if self.authorized(&request) {
@@ -102,8 +104,8 @@ where
             response,
             route,
             method,
-            started: Instant::now(),
-            state: self.state.clone(),
+            started,
+            registry: self.state.registry.clone(),
         }
     }
 }
@@ -131,7 +133,7 @@ pin_project! {
         route: RouteLabel,
         method: &'static str,
         started: Instant,
-        state: AppState,
+        registry: Registry,
     }
 }
 
@@ -157,7 +159,7 @@ where
             micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             "request"
         );
-        let metrics = this.state.registry.metrics();
+        let metrics = this.registry.metrics();
         metrics.http_requests.get_or_create(&labels).inc();
         metrics
             .http_latency

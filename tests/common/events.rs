@@ -203,16 +203,6 @@ async fn request(
     status.parse().expect("a status code")
 }
 
-/// The hub's `/metrics` text.
-pub async fn metrics(hub: &TestHub) -> String {
-    let response = hub
-        .request(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("GET /metrics");
-    response.text().await.expect("metrics text")
-}
-
 /// A webhook POST as the receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Delivery {

@@ -107,6 +107,17 @@ impl TestHub {
         send(self.request(reqwest::Method::DELETE, path)).await
     }
 
+    /// The `/metrics` text (with the token, if any).
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.expect("metrics text")
+    }
+
     /// A subscription to the hub's events from now on.
     pub fn events(&self) -> Events {
         Events(self.registry.events().subscribe())
