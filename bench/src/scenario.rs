@@ -14,7 +14,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::timeout;
 
 use crate::http::HttpConn;
-use crate::server::{own_cpu_seconds, ServerProcess};
+use crate::server::{CpuMeter, ServerProcess};
 use crate::wire::{client_name, ClientConn, Ended, Publisher, Scope, Target};
 
 /// Options every scenario shares.
@@ -223,12 +223,9 @@ pub async fn idle(common: &Common, settle: Duration) -> Result<(bool, Value)> {
     let server = ServerProcess::new(common.server_pid)?;
     let rss_before = server.rss_kib()?;
     let silence = Arc::new(Silence::default());
-    let (cpu_before, own_cpu_before) = (server.cpu_seconds()?, own_cpu_seconds()?);
+    let meter = CpuMeter::start(server)?;
     let (fleet, took) = open_fleet(common, silence.clone()).await?;
-    let (cpu, own_cpu) = (
-        server.cpu_seconds()? - cpu_before,
-        own_cpu_seconds()? - own_cpu_before,
-    );
+    let cpu = meter.spent()?;
     let rss_registered = server.rss_kib()?;
     // Let allocators and garbage collectors settle, so the figure is the steady idle cost.
     tokio::time::sleep(settle).await;
@@ -246,8 +243,8 @@ pub async fn idle(common: &Common, settle: Duration) -> Result<(bool, Value)> {
         json!({
             "register_secs": took.as_secs_f64(),
             "registrations_per_sec": registered as f64 / took.as_secs_f64(),
-            "server_cpu_us_per_registration": cpu * 1e6 / registered.max(1) as f64,
-            "load_tool_cpu_us_per_registration": own_cpu * 1e6 / registered.max(1) as f64,
+            "server_cpu_us_per_registration": cpu.server * 1e6 / registered.max(1) as f64,
+            "load_tool_cpu_us_per_registration": cpu.load_tool * 1e6 / registered.max(1) as f64,
             "rss_before_kib": rss_before,
             "rss_registered_kib": rss_registered,
             "rss_settled_kib": rss_settled,
@@ -332,11 +329,10 @@ pub async fn fanout(common: &Common, rounds: usize, warmup: usize) -> Result<(bo
     let mut publisher = Publisher::connect(common.target, common.addr, common.http_addr, 0).await?;
     let mut started = vec![0u64; total];
     let mut trigger_errors = Vec::new();
-    let (mut cpu_before, mut own_cpu_before) = (0.0, 0.0);
+    let mut meter = CpuMeter::start(server)?;
     for (round, started) in started.iter_mut().enumerate() {
         if round == warmup {
-            cpu_before = server.cpu_seconds()?;
-            own_cpu_before = own_cpu_seconds()?;
+            meter = CpuMeter::start(server)?;
         }
         let text = payload(format!("r{round}:"), common.payload_bytes);
         *started = stamp(state.epoch);
@@ -353,8 +349,7 @@ pub async fn fanout(common: &Common, rounds: usize, warmup: usize) -> Result<(bo
             }
         }
     }
-    let cpu = server.cpu_seconds()? - cpu_before;
-    let own_cpu = own_cpu_seconds()? - own_cpu_before;
+    let cpu = meter.spent()?;
 
     let mut last_arrivals = Vec::with_capacity(rounds);
     let mut each_arrival = Vec::with_capacity(rounds * common.clients);
@@ -406,9 +401,9 @@ pub async fn fanout(common: &Common, rounds: usize, warmup: usize) -> Result<(bo
             "strays": strays,
             "trigger_errors": trigger_errors.len(),
             "first_trigger_error": trigger_errors.first(),
-            "server_cpu_secs": cpu,
-            "server_cpu_us_per_message": cpu * 1e6 / delivered.max(1) as f64,
-            "load_tool_cpu_us_per_message": own_cpu * 1e6 / delivered.max(1) as f64,
+            "server_cpu_secs": cpu.server,
+            "server_cpu_us_per_message": cpu.server * 1e6 / delivered.max(1) as f64,
+            "load_tool_cpu_us_per_message": cpu.load_tool * 1e6 / delivered.max(1) as f64,
             "fleet": fleet.json(),
         }),
     ))
@@ -496,8 +491,7 @@ pub async fn direct(common: &Common, inflight: usize, messages: usize) -> Result
     }
     let next_seq = Arc::new(AtomicUsize::new(0));
     let trigger_errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let cpu_before = server.cpu_seconds()?;
-    let own_cpu_before = own_cpu_seconds()?;
+    let meter = CpuMeter::start(server)?;
     let started = Instant::now();
     let mut senders = Vec::with_capacity(inflight);
     for (sender, mut publisher) in publishers.into_iter().enumerate() {
@@ -535,8 +529,7 @@ pub async fn direct(common: &Common, inflight: usize, messages: usize) -> Result
         sender.await?;
     }
     let took = started.elapsed();
-    let cpu = server.cpu_seconds()? - cpu_before;
-    let own_cpu = own_cpu_seconds()? - own_cpu_before;
+    let cpu = meter.spent()?;
 
     let mut latencies: Vec<u64> = (0..messages)
         .filter_map(|seq| {
@@ -575,9 +568,9 @@ pub async fn direct(common: &Common, inflight: usize, messages: usize) -> Result
             "strays": strays,
             "trigger_errors": trigger_errors.len(),
             "first_trigger_error": trigger_errors.first(),
-            "server_cpu_secs": cpu,
-            "server_cpu_us_per_message": cpu * 1e6 / delivered.max(1) as f64,
-            "load_tool_cpu_us_per_message": own_cpu * 1e6 / delivered.max(1) as f64,
+            "server_cpu_secs": cpu.server,
+            "server_cpu_us_per_message": cpu.server * 1e6 / delivered.max(1) as f64,
+            "load_tool_cpu_us_per_message": cpu.load_tool * 1e6 / delivered.max(1) as f64,
             "fleet": fleet.json(),
         }),
     ))

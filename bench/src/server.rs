@@ -40,8 +40,42 @@ impl ServerProcess {
 
 /// CPU time the load tool itself has used: on a machine it shares with the server, what it
 /// spends per message is taken from what the server could have had.
-pub fn own_cpu_seconds() -> Result<f64> {
+fn own_cpu_seconds() -> Result<f64> {
     cpu_seconds_of(std::process::id())
+}
+
+/// The CPU time the server and the load tool each spend over one phase of a scenario.
+pub struct CpuMeter {
+    server: ServerProcess,
+    server_before: f64,
+    own_before: f64,
+}
+
+/// CPU seconds spent during a phase.
+pub struct CpuSpent {
+    /// By the server under test.
+    pub server: f64,
+    /// By the load tool.
+    pub load_tool: f64,
+}
+
+impl CpuMeter {
+    /// Starts measuring now.
+    pub fn start(server: ServerProcess) -> Result<Self> {
+        Ok(CpuMeter {
+            server,
+            server_before: server.cpu_seconds()?,
+            own_before: own_cpu_seconds()?,
+        })
+    }
+
+    /// What each has spent since `start`.
+    pub fn spent(&self) -> Result<CpuSpent> {
+        Ok(CpuSpent {
+            server: self.server.cpu_seconds()? - self.server_before,
+            load_tool: own_cpu_seconds()? - self.own_before,
+        })
+    }
 }
 
 /// User plus system CPU time of process `pid` (utime + stime of /proc/<pid>/stat).
@@ -51,9 +85,12 @@ fn cpu_seconds_of(pid: u32) -> Result<f64> {
     let Some((_, fields)) = stat.rsplit_once(')') else {
         bail!("malformed /proc/{pid}/stat")
     };
-    let fields: Vec<&str> = fields.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of stat(5); `fields` starts at field 3.
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let mut times = fields.split_whitespace().skip(11);
+    let (Some(utime), Some(stime)) = (times.next(), times.next()) else {
+        bail!("/proc/{pid}/stat has no utime and stime")
+    };
+    let ticks: u64 = utime.parse::<u64>()? + stime.parse::<u64>()?;
     Ok(ticks as f64 / clock_ticks_per_second())
 }
 
