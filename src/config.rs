@@ -23,6 +23,8 @@ pub struct Config {
     pub duplicate_names: DuplicateNames,
     /// Most live TCP clients at once.
     pub max_clients: usize,
+    /// Most HTTP connections at once.
+    pub max_http_connections: usize,
     /// Frames waiting per client before the slow-consumer policy applies.
     pub queue_capacity: usize,
     /// What a full queue does.
@@ -60,6 +62,7 @@ impl Default for Config {
             max_message_bytes: 65536,
             duplicate_names: DuplicateNames::Replace,
             max_clients: 100_000,
+            max_http_connections: 1000,
             queue_capacity: 1024,
             slow_consumer: SlowConsumer::Drop,
             idle_timeout: None,
@@ -298,6 +301,7 @@ impl RunArgs {
             max_message_bytes: self.max_message_bytes,
             duplicate_names: self.duplicate_names,
             max_clients: self.max_clients,
+            max_http_connections: Config::default().max_http_connections,
             queue_capacity: self.queue_capacity,
             slow_consumer: self.slow_consumer,
             idle_timeout: (self.idle_timeout > 0).then(|| seconds(self.idle_timeout)),

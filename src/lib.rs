@@ -11,6 +11,7 @@
 //! - [`connection`] and [`tcp`]: one task per socket, and the accept loop;
 //!   [`tls`]: the same over TLS, for both listeners.
 //! - [`acks`]: sends waiting for the client's acknowledgement.
+//! - [`fd_budget`]: the open-files limit shared between clients and HTTP.
 //! - [`api`]: the HTTP API over the registry, including the event stream.
 //! - [`webhooks`]: events POSTed in signed batches to configured URLs.
 //! - [`Hub`]: wires them together and runs both listeners until shutdown.
@@ -25,6 +26,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod fd_budget;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;

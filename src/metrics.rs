@@ -82,6 +82,10 @@ pub struct Metrics {
     pub clients_connected: Gauge,
     /// Live TCP clients with a name.
     pub clients_named: Gauge,
+    /// Most live TCP clients the hub admits (`--max-clients` within the open-files limit).
+    pub clients_limit: Gauge,
+    /// Failed accepts on the TCP listener (such as running out of descriptors).
+    pub accept_errors: Counter,
     /// Connections accepted since start.
     pub connections: Counter,
     /// Connections ended, by reason.
@@ -126,6 +130,8 @@ impl Default for Metrics {
         let metrics = Metrics {
             clients_connected: Gauge::default(),
             clients_named: Gauge::default(),
+            clients_limit: Gauge::default(),
+            accept_errors: Counter::default(),
             connections: Counter::default(),
             disconnections: Family::default(),
             frames_in: Counter::default(),
@@ -158,6 +164,16 @@ impl Default for Metrics {
             "clients_named",
             "Live TCP clients with a name",
             m.clients_named.clone(),
+        );
+        registry.register(
+            "clients_limit",
+            "Most live TCP clients admitted at once",
+            m.clients_limit.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts on the TCP listener",
+            m.accept_errors.clone(),
         );
         registry.register(
             "connections",

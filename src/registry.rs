@@ -21,6 +21,7 @@ use crate::acks::{AckWait, PendingAcks};
 use crate::client_auth::ClientAuth;
 use crate::config::{ClientAuthMode, Config, DuplicateNames, SlowConsumer};
 use crate::events::{EventBus, EventKind};
+use crate::fd_budget::FdBudget;
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::outbox::{FrameSink, Offer, Outbox, Written};
 use crate::protocol::{ByeReason, HubFrame, Scope};
@@ -294,14 +295,21 @@ pub struct ListQuery {
 
 impl Registry {
     /// An empty registry with the limits and policies of `config`.
+    ///
+    /// Clients are admitted up to `--max-clients` or what the open-files limit
+    /// leaves for them, whichever is lower (see [`FdBudget`]).
     pub fn new(config: &Config) -> Registry {
         let metrics = Metrics::default();
+        let max_clients = FdBudget::current(config).clients;
+        metrics
+            .clients_limit
+            .set(i64::try_from(max_clients).unwrap_or(i64::MAX));
         Registry {
             inner: Arc::new(Inner {
                 max_frame_bytes: config.max_frame_bytes,
                 close_grace: config.shutdown_grace,
                 duplicate_names: config.duplicate_names,
-                max_clients: config.max_clients,
+                max_clients,
                 queue_capacity: config.queue_capacity,
                 slow_consumer: config.slow_consumer,
                 clients: Mutex::new(Clients {
@@ -346,6 +354,17 @@ impl Registry {
     /// The hub's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Most live clients admitted at once.
+    pub fn max_clients(&self) -> usize {
+        self.inner.max_clients
+    }
+
+    /// Counts a connection refused with `bye` `server_full` before it could be
+    /// admitted (when the process had no descriptor left for it).
+    pub fn count_refused_full(&self) {
+        self.count_disconnect(ByeReason::ServerFull.as_str());
     }
 
     /// Admits a new connection, unnamed, unless the hub is full or shutting down.

@@ -1,9 +1,14 @@
 //! The TCP listener: accepts clients, tunes their sockets, and spawns one
-//! connection task each (over TLS when configured) until shutdown.
+//! connection task each (over TLS when configured) until shutdown. With no
+//! descriptor left, it still answers: a spare one lets it accept a waiting
+//! client and refuse it with `bye` `server_full`.
 
-use std::io;
-use std::time::Duration;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -12,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::connection;
+use crate::protocol::{ByeReason, HubFrame};
 use crate::registry::Registry;
 use crate::tls;
 
@@ -22,6 +28,10 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after an accept error such as running out of file descriptors, so the
 /// loop does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Shortest time between two logged accept errors.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// What the spare descriptor holds open.
+const SPARE_PATH: &str = "/dev/null";
 
 /// Accepts connections until `stop` is cancelled, then drops the listener.
 pub async fn accept_loop(
@@ -31,6 +41,8 @@ pub async fn accept_loop(
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
+    let mut spare = Spare::open();
+    let mut errors = ErrorLog::default();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -52,10 +64,103 @@ pub async fn accept_loop(
                 };
             }
             Err(err) => {
-                warn!(%err, "accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                registry.metrics().accept_errors.inc();
+                errors.report(&err, Instant::now());
+                let refused = out_of_descriptors(&err)
+                    && spare.refuse_one(&listener, &registry, tls.is_none());
+                if !refused {
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
             }
         }
+    }
+}
+
+/// Whether an accept failed for want of a file descriptor.
+fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// A descriptor held in reserve so that, with none left, the hub can still
+/// accept a waiting connection and tell it `bye` `server_full` instead of
+/// leaving it in the listen queue with no answer.
+struct Spare(Option<File>);
+
+impl Spare {
+    fn open() -> Spare {
+        Spare(File::open(SPARE_PATH).ok())
+    }
+
+    /// Frees the spare, accepts one waiting connection, refuses it and takes
+    /// the spare back. False when there was no spare or nothing to accept.
+    fn refuse_one(&mut self, listener: &TcpListener, registry: &Registry, plain: bool) -> bool {
+        if self.0.take().is_none() {
+            *self = Spare::open();
+            return false;
+        }
+        // The connection that failed to be accepted is still queued, so the
+        // accept completes at once; if it is gone there is nothing to refuse.
+        let accepted = listener.accept().now_or_never();
+        let refused = match accepted {
+            Some(Ok((socket, peer))) => {
+                registry.count_refused_full();
+                debug!(%peer, "no descriptor left: connection refused");
+                if plain {
+                    say_server_full(socket);
+                }
+                true
+            }
+            Some(Err(_)) | None => false,
+        };
+        *self = Spare::open();
+        refused
+    }
+}
+
+/// Writes `bye` `server_full` to a fresh connection and closes it. Whatever
+/// the client already sent is read first: closing with unread input would reset
+/// the connection and could discard the `bye` before the client reads it.
+/// A TLS client gets no `bye`: that would need a handshake.
+fn say_server_full(socket: TcpStream) {
+    // Plain socket calls: a socket the runtime has not polled yet would report
+    // it is not ready.
+    let Ok(mut socket) = socket.into_std() else {
+        return;
+    };
+    let bye = HubFrame::Bye {
+        reason: ByeReason::ServerFull,
+    }
+    .encode();
+    // A fresh socket's send buffer is empty: the line goes out whole.
+    let _ = socket.write(&bye);
+    let mut sink = [0u8; 1024];
+    while matches!(socket.read(&mut sink), Ok(n) if n > 0) {}
+    let _ = socket.shutdown(Shutdown::Write);
+}
+
+/// Logs accept errors at most once per [`ERROR_LOG_INTERVAL`], with the count
+/// of those left out since the last line, so running out of descriptors does
+/// not flood the log.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    /// Logs `err` unless a line went out less than an interval ago; true if logged.
+    fn report(&mut self, err: &io::Error, now: Instant) -> bool {
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < ERROR_LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return false;
+        }
+        warn!(%err, suppressed = self.suppressed, "accept failed");
+        self.last = Some(now);
+        self.suppressed = 0;
+        true
     }
 }
 
@@ -67,4 +172,35 @@ fn tune(socket: &TcpStream) -> io::Result<()> {
         .with_time(KEEPALIVE_TIME)
         .with_interval(KEEPALIVE_INTERVAL);
     SockRef::from(socket).set_tcp_keepalive(&keepalive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_logged_at_most_once_a_second_with_the_count_left_out() {
+        let mut log = ErrorLog::default();
+        let err = io::Error::from_raw_os_error(libc::EMFILE);
+        let start = Instant::now();
+        assert!(log.report(&err, start));
+        for ms in [1, 500, 999] {
+            assert!(!log.report(&err, start + Duration::from_millis(ms)));
+        }
+        assert_eq!(log.suppressed, 3);
+        assert!(log.report(&err, start + Duration::from_millis(1000)));
+        assert_eq!(log.suppressed, 0);
+    }
+
+    #[test]
+    fn only_emfile_and_enfile_mean_out_of_descriptors() {
+        for (code, out) in [
+            (libc::EMFILE, true),
+            (libc::ENFILE, true),
+            (libc::ECONNABORTED, false),
+            (libc::ENOBUFS, false),
+        ] {
+            assert_eq!(out_of_descriptors(&io::Error::from_raw_os_error(code)), out);
+        }
+    }
 }
