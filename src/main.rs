@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use tcphub::Hub;
 use tcphub::config::{Cli, Command, LogFormat, RunArgs};
+use tcphub::fd_budget::FdBudget;
+use tcphub::{Config, Hub};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -18,6 +19,13 @@ use tracing_subscriber::EnvFilter;
 /// connection than the system allocator (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read before `main`: background threads return freed
+/// pages to the system within about a second even when the hub goes quiet
+/// after a burst (without them, purging waits for the next allocations), and
+/// muzzy pages are returned at once. `_RJEM_MALLOC_CONF` can still override.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -54,7 +62,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let config = args.to_config();
     config.validate()?;
-    raise_open_files_limit();
+    raise_open_files_limit(&config);
     let signals = Signals::new().context("cannot listen for signals")?;
     let tcp = TcpListener::bind(config.tcp_addr)
         .await
@@ -85,17 +93,20 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Each client holds a file descriptor: the soft limit is raised to the hard one.
-fn raise_open_files_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        // A few descriptors go to the listeners, the runtime and logging.
-        Ok(limit) => info!(
-            open_files = limit,
-            clients = limit.saturating_sub(32),
-            "open files limit"
-        ),
-        Err(err) => warn!(%err, "could not raise the open files limit"),
+/// Each client holds a file descriptor: the soft limit is raised to the hard
+/// one, then shared between clients and HTTP connections.
+fn raise_open_files_limit(config: &Config) {
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        warn!(%err, "could not raise the open files limit");
     }
+    let budget = FdBudget::current(config);
+    info!(
+        open_files = budget.open_files,
+        http_reserve = budget.http_reserve,
+        max_clients = config.max_clients,
+        clients = budget.clients,
+        "open files limit"
+    );
 }
 
 /// SIGTERM and SIGINT, listened to from the moment this is made (so a signal

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{PATIENCE, TestClient};
 use serde_json::{Value, json};
+use tcphub::fd_budget::FdBudget;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
@@ -23,6 +24,8 @@ struct Process {
     http_addr: String,
     /// The open-files limit the hub reported raising itself to.
     open_files: u64,
+    /// The most clients the hub reported it admits.
+    clients_limit: usize,
 }
 
 impl Process {
@@ -55,12 +58,16 @@ impl Process {
             tcp_addr: String::new(),
             http_addr: String::new(),
             open_files: 0,
+            clients_limit: 0,
         };
         let limit = process
             .log_until(|line| line["message"] == "open files limit")
             .await;
         process.open_files = limit["open_files"].as_u64().unwrap();
-        assert_eq!(limit["clients"].as_u64(), Some(process.open_files - 32));
+        let budget = FdBudget::new(process.open_files, 100_000, 1000);
+        assert_eq!(limit["http_reserve"].as_u64(), Some(budget.http_reserve));
+        assert_eq!(limit["clients"], json!(budget.clients));
+        process.clients_limit = budget.clients;
         let listening = process
             .log_until(|line| line["message"] == "tcphub listening")
             .await;
@@ -132,6 +139,16 @@ impl Process {
     }
 }
 
+/// The resident set size of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 async fn connect(addr: &str) -> TestClient {
     TestClient::from_stream(TcpStream::connect(addr).await.unwrap())
 }
@@ -151,6 +168,17 @@ async fn start_up_logs_the_addresses_and_the_client_capacity() {
         hub.open_files, hard,
         "the soft limit is raised to the hard limit"
     );
+    let metrics = hub
+        .http(reqwest::Method::GET, "/metrics")
+        .await
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported = format!("\ntcphub_clients_limit {}\n", hub.clients_limit);
+    assert!(metrics.contains(&exported), "{metrics}");
     hub.signal("TERM");
     assert_eq!(hub.exit_code(PATIENCE).await, Some(0));
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tcphub"))
@@ -311,6 +339,57 @@ async fn a_second_signal_exits_at_once() {
         hub.exit_code(PATIENCE).await,
         Some(1),
         "exits at once, not after the 600 s grace"
+    );
+}
+
+#[tokio::test]
+async fn memory_goes_back_to_the_system_after_a_burst() {
+    const MIB: u64 = 1024;
+    let mut hub = Process::start(&["--max-message-bytes", "1048576"]).await;
+    let pid = hub.child.id().unwrap();
+    let message = json!({"message": "m".repeat(1_000_000)});
+    let mut hoarder = connect(&hub.tcp_addr).await;
+    hoarder.sync("hoarder").await;
+    let send = || async {
+        let response = hub
+            .http(reqwest::Method::POST, "/clients/hoarder/send")
+            .await
+            .json(&message)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    };
+    // One message first, so the baseline includes what serving one costs.
+    send().await;
+    hoarder.recv().await;
+    let baseline = rss_kib(pid);
+    // The hoarder does not read: 48 messages of 1 MB stay in the hub.
+    for _ in 0..48 {
+        send().await;
+    }
+    let peak = rss_kib(pid);
+    assert!(
+        peak > baseline + 32 * MIB,
+        "the burst took {baseline} KiB to only {peak} KiB"
+    );
+    drop(hoarder);
+    hub.log_until(|line| line["message"] == "client disconnected")
+        .await;
+    let freed = tokio::time::Instant::now();
+    let mut now = rss_kib(pid);
+    while now > baseline + baseline / 5 {
+        assert!(
+            freed.elapsed() < PATIENCE,
+            "RSS stayed at {now} KiB (baseline {baseline} KiB, peak {peak} KiB)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        now = rss_kib(pid);
+    }
+    println!(
+        "figure: RSS {baseline} KiB before, {peak} KiB after queueing 48 MB, \
+         {now} KiB {} ms after the client left",
+        freed.elapsed().as_millis()
     );
 }
 
