@@ -64,11 +64,19 @@ pub async fn accept_loop(
                 };
             }
             Err(err) => {
+                let spared = if out_of_descriptors(&err) {
+                    spare.refuse_one(&listener, &registry, tls.is_none())
+                } else {
+                    Spared::NotTried
+                };
+                // Out of descriptors, accept fails even with no client waiting:
+                // then nothing failed, and the runtime now waits for the next one.
+                if spared == Spared::NothingWaiting {
+                    continue;
+                }
                 registry.metrics().accept_errors.inc();
                 errors.report(&err, Instant::now());
-                let refused = out_of_descriptors(&err)
-                    && spare.refuse_one(&listener, &registry, tls.is_none());
-                if !refused {
+                if spared == Spared::NotTried {
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             }
@@ -92,29 +100,40 @@ impl Spare {
     }
 
     /// Frees the spare, accepts one waiting connection, refuses it and takes
-    /// the spare back. False when there was no spare or nothing to accept.
-    fn refuse_one(&mut self, listener: &TcpListener, registry: &Registry, plain: bool) -> bool {
+    /// the spare back.
+    fn refuse_one(&mut self, listener: &TcpListener, registry: &Registry, plain: bool) -> Spared {
         if self.0.take().is_none() {
             *self = Spare::open();
-            return false;
+            return Spared::NotTried;
         }
-        // The connection that failed to be accepted is still queued, so the
-        // accept completes at once; if it is gone there is nothing to refuse.
-        let accepted = listener.accept().now_or_never();
-        let refused = match accepted {
+        // Completes at once when a client is waiting; otherwise the runtime
+        // learns the listener is not ready and waits for the next one.
+        let spared = match listener.accept().now_or_never() {
             Some(Ok((socket, peer))) => {
                 registry.count_refused_full();
                 debug!(%peer, "no descriptor left: connection refused");
                 if plain {
                     say_server_full(socket);
                 }
-                true
+                Spared::Refused
             }
-            Some(Err(_)) | None => false,
+            Some(Err(_)) => Spared::NotTried,
+            None => Spared::NothingWaiting,
         };
         *self = Spare::open();
-        refused
+        spared
     }
+}
+
+/// What the spare descriptor was used for.
+#[derive(Debug, PartialEq, Eq)]
+enum Spared {
+    /// A waiting client was accepted and refused.
+    Refused,
+    /// No client was waiting.
+    NothingWaiting,
+    /// There was no spare, or even with it the accept failed.
+    NotTried,
 }
 
 /// Writes `bye` `server_full` to a fresh connection and closes it. Whatever
@@ -122,8 +141,8 @@ impl Spare {
 /// the connection and could discard the `bye` before the client reads it.
 /// A TLS client gets no `bye`: that would need a handshake.
 fn say_server_full(socket: TcpStream) {
-    // Plain socket calls: a socket the runtime has not polled yet would report
-    // it is not ready.
+    // Plain socket calls: the runtime would report a socket it has not polled
+    // yet as not ready.
     let Ok(mut socket) = socket.into_std() else {
         return;
     };

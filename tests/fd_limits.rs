@@ -1,0 +1,125 @@
+//! The open-files limit: the client limit derived from it, and `bye`
+//! `server_full` for a new client even when no descriptor is left.
+//!
+//! Each test lowers this test process's own soft limit, and the hub shares the
+//! process's descriptor table with the test's sockets, so the tests take turns.
+
+mod common;
+
+use std::fs::File;
+use std::net::SocketAddr;
+
+use common::{PATIENCE, TestClient, TestHub};
+use tcphub::Config;
+use tcphub::fd_budget::OVERHEAD;
+use tcphub::registry::Admission;
+use tokio::sync::Mutex;
+
+/// The open-files limit the tests run under.
+const OPEN_FILES: u64 = 256;
+/// The HTTP reserve the tests configure.
+const HTTP_RESERVE: usize = 16;
+/// The exact frame a refused client gets.
+const SERVER_FULL: &str = r#"{"type":"bye","reason":"server_full"}"#;
+
+/// One test at a time: they count on the process's free descriptors.
+static TURN: Mutex<()> = Mutex::const_new(());
+
+fn lower_open_files_limit() {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    rlimit::setrlimit(rlimit::Resource::NOFILE, OPEN_FILES, hard).unwrap();
+}
+
+fn config() -> Config {
+    Config {
+        max_http_connections: HTTP_RESERVE,
+        ..Config::default()
+    }
+}
+
+/// Expects exactly `bye` `server_full`, then the close.
+async fn expect_server_full(client: &mut TestClient) {
+    assert_eq!(client.recv_line().await.as_deref(), Some(SERVER_FULL));
+    client.expect_eof().await;
+}
+
+#[tokio::test]
+async fn the_client_limit_comes_from_the_open_files_limit_and_past_it_clients_get_server_full() {
+    let _turn = TURN.lock().await;
+    lower_open_files_limit();
+    let hub = TestHub::start(config()).await;
+    let limit = usize::try_from(OPEN_FILES - OVERHEAD).unwrap() - HTTP_RESERVE;
+    assert_eq!(limit, 208);
+    assert_eq!(hub.registry.max_clients(), limit);
+    assert!(
+        hub.metrics()
+            .await
+            .contains(&format!("\ntcphub_clients_limit {limit}\n")),
+        "the limit is exported"
+    );
+
+    // Socketless registrations take the places but no descriptor.
+    let peer = SocketAddr::from(([127, 0, 0, 9], 4000));
+    let held: Vec<_> = (1..limit)
+        .map(|_| match hub.registry.connect(peer, None) {
+            Admission::Admitted(registration) => registration,
+            Admission::Refused(_) => panic!("refused below the limit"),
+        })
+        .collect();
+    let mut last = TestClient::synced(&hub, "last-place").await;
+    let mut refused = TestClient::connect(&hub).await;
+    expect_server_full(&mut refused).await;
+    last.ping().await;
+    assert_eq!(hub.registry.len(), limit);
+    drop(held);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn with_no_descriptor_left_a_new_client_still_gets_server_full() {
+    let _turn = TURN.lock().await;
+    lower_open_files_limit();
+    let hub = TestHub::start(config()).await;
+    let mut sentinel = TestClient::synced(&hub, "sentinel").await;
+
+    // Take every free descriptor, then give one back for the test's own socket:
+    // the hub has none left to accept it with but its spare.
+    let mut hogs = Vec::new();
+    let exhausted = loop {
+        match File::open("/dev/null") {
+            Ok(file) => hogs.push(file),
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(exhausted.raw_os_error(), Some(libc::EMFILE));
+    hogs.pop();
+    for _ in 0..2 {
+        let mut refused = TestClient::connect(&hub).await;
+        expect_server_full(&mut refused).await;
+        // Closing it frees the one descriptor again; the second round shows
+        // the hub took its spare back after the first.
+    }
+    drop(hogs);
+
+    let status = tokio::time::timeout(
+        PATIENCE,
+        reqwest::get(format!("http://{}/healthz", hub.http_addr)),
+    )
+    .await
+    .expect("/healthz did not answer in time")
+    .unwrap()
+    .status();
+    assert_eq!(status, 200);
+    let metrics = hub.metrics().await;
+    for line in [
+        "tcphub_accept_errors_total 2",
+        "tcphub_disconnections_total{reason=\"server_full\"} 2",
+    ] {
+        assert!(
+            metrics.contains(&format!("\n{line}\n")),
+            "{line}: {metrics}"
+        );
+    }
+    sentinel.ping().await;
+    hub.stop().await;
+}
