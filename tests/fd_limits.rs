@@ -1,19 +1,27 @@
-//! The open-files limit: the client limit derived from it, and `bye`
-//! `server_full` for a new client even when no descriptor is left.
+//! The open-files limit: the client limit derived from it, the HTTP reserve it
+//! keeps, and `bye` `server_full` for a new client even when no descriptor is
+//! left.
 //!
-//! Each test lowers this test process's own soft limit, and the hub shares the
-//! process's descriptor table with the test's sockets, so the tests take turns.
+//! The in-process tests lower this test process's own soft limit, and the hub
+//! shares the process's descriptor table with the test's sockets, so the tests
+//! take turns. One runs the binary under a limit of its own.
 
 mod common;
 
 use std::fs::File;
 use std::net::SocketAddr;
+use std::process::Stdio;
 
 use common::{PATIENCE, TestClient, TestHub};
+use serde_json::Value;
 use tcphub::Config;
 use tcphub::fd_budget::OVERHEAD;
 use tcphub::registry::Admission;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::Command;
 use tokio::sync::Mutex;
+use tokio::time::timeout;
 
 /// The open-files limit the tests run under.
 const OPEN_FILES: u64 = 256;
@@ -122,4 +130,87 @@ async fn with_no_descriptor_left_a_new_client_still_gets_server_full() {
     }
     sentinel.ping().await;
     hub.stop().await;
+}
+
+#[tokio::test]
+async fn under_a_small_limit_the_binary_fills_the_tcp_port_and_keeps_http_answering() {
+    const LIMIT: u64 = 128;
+    // This process's sockets count too: not while another test holds them all.
+    let _turn = TURN.lock().await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tcphub"));
+    command
+        .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: between fork and exec the child only makes the setrlimit call.
+    unsafe {
+        command.pre_exec(|| {
+            rlimit::setrlimit(rlimit::Resource::NOFILE, LIMIT, LIMIT)?;
+            Ok(())
+        });
+    }
+    let mut hub = command.spawn().unwrap();
+    let mut logs = BufReader::new(hub.stdout.take().unwrap()).lines();
+    let mut next_log = async |message: &str| loop {
+        let line = timeout(PATIENCE, logs.next_line())
+            .await
+            .expect("no log line in time")
+            .unwrap()
+            .expect("the hub's log ended");
+        let entry: Value = serde_json::from_str(&line).unwrap();
+        if entry["message"] == message {
+            return entry;
+        }
+    };
+    let budget = next_log("open files limit").await;
+    let clients = (LIMIT - OVERHEAD) / 2;
+    assert_eq!(
+        (
+            budget["open_files"].as_u64(),
+            budget["http_reserve"].as_u64(),
+            budget["clients"].as_u64()
+        ),
+        (Some(LIMIT), Some(LIMIT - OVERHEAD - clients), Some(clients))
+    );
+    let listening = next_log("tcphub listening").await;
+    let (tcp, http) = (
+        listening["tcp"].as_str().unwrap().to_owned(),
+        listening["http"].as_str().unwrap().to_owned(),
+    );
+
+    let mut admitted = Vec::new();
+    for n in 0..clients {
+        let stream = TcpStream::connect(&tcp).await.unwrap();
+        let mut client = TestClient::from_stream(stream);
+        client.sync(&format!("device-{n}")).await;
+        admitted.push(client);
+    }
+    let mut refused = TestClient::from_stream(TcpStream::connect(&tcp).await.unwrap());
+    expect_server_full(&mut refused).await;
+
+    // With the TCP port full, HTTP still has its reserve: fresh connections
+    // (no pooling), several at once.
+    let checks = (0..20).map(|_| {
+        let url = format!("http://{http}/healthz");
+        async move {
+            let fresh = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            fresh
+                .get(url)
+                .send()
+                .await
+                .map(|response| response.status())
+        }
+    });
+    let statuses = timeout(PATIENCE, futures_util::future::join_all(checks))
+        .await
+        .expect("/healthz did not answer in time");
+    for status in statuses {
+        assert_eq!(status.unwrap(), 200);
+    }
+    admitted[0].ping().await;
 }
