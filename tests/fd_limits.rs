@@ -1,14 +1,11 @@
-//! The open-files limit: the client limit derived from it, the HTTP reserve it
-//! keeps, and `bye` `server_full` for a new client even when no descriptor is
-//! left.
+//! The open-files limit: the client limit derived from it, and the HTTP
+//! reserve it keeps (`tests/fd_exhausted.rs` runs out of descriptors).
 //!
-//! The in-process tests lower this test process's own soft limit, and the hub
-//! shares the process's descriptor table with the test's sockets, so the tests
-//! take turns. One runs the binary under a limit of its own.
+//! The in-process test lowers this test process's own soft limit; the other
+//! runs the binary under a limit of its own.
 
 mod common;
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::process::Stdio;
 
@@ -20,18 +17,14 @@ use tcphub::registry::Admission;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::Command;
-use tokio::sync::Mutex;
 use tokio::time::timeout;
 
-/// The open-files limit the tests run under.
+/// The open-files limit the in-process test runs under.
 const OPEN_FILES: u64 = 256;
-/// The HTTP reserve the tests configure.
+/// The HTTP reserve the in-process test configures.
 const HTTP_RESERVE: usize = 16;
 /// The exact frame a refused client gets.
 const SERVER_FULL: &str = r#"{"type":"bye","reason":"server_full"}"#;
-
-/// One test at a time: they count on the process's free descriptors.
-static TURN: Mutex<()> = Mutex::const_new(());
 
 fn lower_open_files_limit() {
     let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
@@ -53,7 +46,6 @@ async fn expect_server_full(client: &mut TestClient) {
 
 #[tokio::test]
 async fn the_client_limit_comes_from_the_open_files_limit_and_past_it_clients_get_server_full() {
-    let _turn = TURN.lock().await;
     lower_open_files_limit();
     let hub = TestHub::start(config()).await;
     let limit = usize::try_from(OPEN_FILES - OVERHEAD).unwrap() - HTTP_RESERVE;
@@ -84,59 +76,8 @@ async fn the_client_limit_comes_from_the_open_files_limit_and_past_it_clients_ge
 }
 
 #[tokio::test]
-async fn with_no_descriptor_left_a_new_client_still_gets_server_full() {
-    let _turn = TURN.lock().await;
-    lower_open_files_limit();
-    let hub = TestHub::start(config()).await;
-    let mut sentinel = TestClient::synced(&hub, "sentinel").await;
-
-    // Take every free descriptor, then give one back for the test's own socket:
-    // the hub has none left to accept it with but its spare.
-    let mut hogs = Vec::new();
-    let exhausted = loop {
-        match File::open("/dev/null") {
-            Ok(file) => hogs.push(file),
-            Err(err) => break err,
-        }
-    };
-    assert_eq!(exhausted.raw_os_error(), Some(libc::EMFILE));
-    hogs.pop();
-    for _ in 0..2 {
-        let mut refused = TestClient::connect(&hub).await;
-        expect_server_full(&mut refused).await;
-        // Closing it frees the one descriptor again; the second round shows
-        // the hub took its spare back after the first.
-    }
-    drop(hogs);
-
-    let status = tokio::time::timeout(
-        PATIENCE,
-        reqwest::get(format!("http://{}/healthz", hub.http_addr)),
-    )
-    .await
-    .expect("/healthz did not answer in time")
-    .unwrap()
-    .status();
-    assert_eq!(status, 200);
-    let metrics = hub.metrics().await;
-    for line in [
-        "tcphub_accept_errors_total 2",
-        "tcphub_disconnections_total{reason=\"server_full\"} 2",
-    ] {
-        assert!(
-            metrics.contains(&format!("\n{line}\n")),
-            "{line}: {metrics}"
-        );
-    }
-    sentinel.ping().await;
-    hub.stop().await;
-}
-
-#[tokio::test]
 async fn under_a_small_limit_the_binary_fills_the_tcp_port_and_keeps_http_answering() {
     const LIMIT: u64 = 128;
-    // This process's sockets count too: not while another test holds them all.
-    let _turn = TURN.lock().await;
     let mut command = Command::new(env!("CARGO_BIN_EXE_tcphub"));
     command
         .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
