@@ -21,7 +21,7 @@ use crate::acks::{AckWait, PendingAcks};
 use crate::client_auth::ClientAuth;
 use crate::config::{ClientAuthMode, Config, DuplicateNames, SlowConsumer};
 use crate::events::{EventBus, EventKind};
-use crate::metrics::{Metrics, ReasonLabels};
+use crate::metrics::{Metrics, ReasonLabels, ScopeLabels};
 use crate::outbox::{FrameSink, Offer, Outbox, Written};
 use crate::protocol::{ByeReason, HubFrame, Scope};
 use prometheus_client::metrics::gauge::Gauge;
@@ -759,14 +759,14 @@ impl Registry {
     }
 
     fn count_queued(&self, scope: Scope, messages: u64) {
-        let reason = match scope {
+        let scope = match scope {
             Scope::Direct => "direct",
             Scope::Broadcast => "broadcast",
         };
         self.inner
             .metrics
             .messages_queued
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&ScopeLabels { scope })
             .inc_by(messages);
     }
 

@@ -75,7 +75,10 @@ async fn get_one_client_shows_every_field() {
     assert_eq!(body["framesIn"], 2);
     assert_eq!(body["framesOut"], 2, "welcome and pong");
     assert_eq!(body["queueLen"], 0);
-    assert!(body["connectedAt"].as_str().unwrap().ends_with('Z'));
+    common::assert_millis_utc(body["connectedAt"].as_str().unwrap());
+    common::assert_millis_utc(body["lastActiveAt"].as_str().unwrap());
+    let (_, list) = hub.get("/clients").await;
+    common::assert_millis_utc(list["clients"][0]["connectedAt"].as_str().unwrap());
     assert!(body["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
 }
 

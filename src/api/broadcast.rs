@@ -58,7 +58,7 @@ pub async fn broadcast(
         .await
         .map_err(|err| {
             // Only a bug (a panic) or the runtime stopping ends the task early.
-            tracing::error!(?err, "broadcast task failed");
+            tracing::error!(%err, "broadcast task failed");
             ApiError::Internal
         })?;
     let result = BroadcastResult {
