@@ -7,10 +7,12 @@
 pub mod broadcast;
 pub mod clients;
 pub mod dashboard;
+mod doc;
 pub mod events;
 mod guard;
 pub mod ops;
 pub mod problem;
+mod query;
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 use crate::config::Config;
+use doc::{Constants, DefaultProblem, EventUnion, Webhook};
 use crate::registry::Registry;
 
 pub use problem::{ApiError, Problem};
@@ -66,8 +69,9 @@ pub fn router(state: AppState) -> Router {
         title = "tcphub",
         description = "Reach devices and programs that hold raw TCP connections to the hub: \
                        list them, push messages to one by name or to all, disconnect them.",
-        license(name = "MIT OR Apache-2.0")
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
     ),
+    servers((url = "http://127.0.0.1:8080", description = "The default `--http-addr` (https with `--tls-cert`)")),
     paths(
         clients::list,
         clients::get_one,
@@ -85,7 +89,7 @@ pub fn router(state: AppState) -> Router {
         events::EventsMissed,
         crate::webhooks::EventBatch
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &EventUnion, &Constants, &DefaultProblem, &Webhook),
     security(("bearer" = [])),
     tags(
         (name = "clients", description = "Live TCP clients and pushes to them"),
