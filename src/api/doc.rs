@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use utoipa::openapi::extensions::Extensions;
-use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn,
+};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{Discriminator, Object, OneOf, Schema, Type};
 use utoipa::openapi::security::SecurityRequirement;
@@ -237,7 +239,9 @@ impl Modify for Webhook {
         let operation = OperationBuilder::new()
             .operation_id(Some("receive_events"))
             .tag("events")
-            .summary(Some("Batches of hub events, POSTed to each `--webhook-url`"))
+            .summary(Some(
+                "Batches of hub events, POSTed to each `--webhook-url`",
+            ))
             .description(Some(format!(
                 "Every event, in order, in batches of up to {MAX_BATCH}: what accumulated \
                  while the previous POST was out. Any 2xx answer delivers the batch. \
@@ -247,11 +251,16 @@ impl Modify for Webhook {
             )))
             .parameter(signature)
             .request_body(Some(batch))
-            .response("2XX", ResponseBuilder::new().description("Delivered").build())
+            .response(
+                "2XX",
+                ResponseBuilder::new().description("Delivered").build(),
+            )
             .response(
                 "default",
                 ResponseBuilder::new()
-                    .description("Not delivered: 408, 429 and 5xx are retried, others drop the batch")
+                    .description(
+                        "Not delivered: 408, 429 and 5xx are retried, others drop the batch",
+                    )
                     .build(),
             )
             // The hub sends no bearer token; the signature authenticates it.

@@ -22,8 +22,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 use crate::config::Config;
-use doc::{Constants, DefaultProblem, EventUnion, Webhook};
 use crate::registry::Registry;
+use doc::{Constants, DefaultProblem, EventUnion, Webhook};
 
 pub use problem::{ApiError, Problem};
 

@@ -164,26 +164,46 @@ impl ApiError {
                 ProblemCode::MessageTooLarge,
                 "Message too large",
             ),
-            ApiError::InvalidBody(_) => (StatusCode::BAD_REQUEST, ProblemCode::InvalidBody, "Invalid body"),
+            ApiError::InvalidBody(_) => (
+                StatusCode::BAD_REQUEST,
+                ProblemCode::InvalidBody,
+                "Invalid body",
+            ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ProblemCode::UnsupportedMediaType,
                 "Unsupported media type",
             ),
-            ApiError::InvalidQuery(_) => {
-                (StatusCode::BAD_REQUEST, ProblemCode::InvalidQuery, "Invalid query")
-            }
-            ApiError::InvalidPath(_) => (StatusCode::BAD_REQUEST, ProblemCode::InvalidPath, "Invalid path"),
-            ApiError::InvalidHeader(_) => {
-                (StatusCode::BAD_REQUEST, ProblemCode::InvalidHeader, "Invalid header")
-            }
+            ApiError::InvalidQuery(_) => (
+                StatusCode::BAD_REQUEST,
+                ProblemCode::InvalidQuery,
+                "Invalid query",
+            ),
+            ApiError::InvalidPath(_) => (
+                StatusCode::BAD_REQUEST,
+                ProblemCode::InvalidPath,
+                "Invalid path",
+            ),
+            ApiError::InvalidHeader(_) => (
+                StatusCode::BAD_REQUEST,
+                ProblemCode::InvalidHeader,
+                "Invalid header",
+            ),
             ApiError::AckTimeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 ProblemCode::AckTimeout,
                 "Not acknowledged in time",
             ),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, ProblemCode::Unauthorized, "Unauthorized"),
-            ApiError::Draining => (StatusCode::SERVICE_UNAVAILABLE, ProblemCode::Draining, "Shutting down"),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                ProblemCode::Unauthorized,
+                "Unauthorized",
+            ),
+            ApiError::Draining => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProblemCode::Draining,
+                "Shutting down",
+            ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, ProblemCode::NotFound, "Not found"),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
