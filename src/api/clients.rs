@@ -141,7 +141,6 @@ pub struct Queued {
 pub struct SendParams {
     /// `ack`: answer 200 once the client acknowledges the message with
     /// `{"type":"ack","id":"<message id>"}`, or 504 `ack_timeout`.
-    #[param(inline)]
     pub wait: Option<Wait>,
     /// With `wait=ack`: milliseconds to wait, 1 to 60000 (default 5000).
     #[param(minimum = 1, maximum = 60000)]
@@ -170,6 +169,7 @@ pub struct Acked {
 #[utoipa::path(
     get,
     path = "/clients",
+    operation_id = "list_clients",
     tag = "clients",
     params(ListParams),
     responses(
@@ -203,6 +203,7 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/clients/{name}",
+    operation_id = "get_client",
     tag = "clients",
     params(("name" = String, Path, description = "The client's registered name")),
     responses(
@@ -233,6 +234,7 @@ pub async fn get_one(
 #[utoipa::path(
     post,
     path = "/clients/{name}/send",
+    operation_id = "send_to_client",
     tag = "clients",
     params(("name" = String, Path, description = "The client's registered name"), SendParams),
     request_body(
@@ -325,6 +327,7 @@ fn ack_patience(params: &SendParams) -> Result<Option<Duration>, ApiError> {
 #[utoipa::path(
     delete,
     path = "/clients/{name}",
+    operation_id = "kick_client",
     tag = "clients",
     params(("name" = String, Path, description = "The client's registered name")),
     responses(

@@ -64,6 +64,7 @@ pub struct EventsMissed {
 #[utoipa::path(
     get,
     path = "/events",
+    operation_id = "follow_events",
     tag = "events",
     params(
         FollowParams,

@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
     components(schemas(
         crate::events::Event,
         events::EventsMissed,
+        clients::Wait,
         crate::webhooks::EventBatch
     )),
     modifiers(&BearerAuth, &EventUnion, &Constants, &DefaultProblem, &Webhook),
