@@ -68,7 +68,11 @@ pub fn router(state: AppState) -> Router {
     info(
         title = "tcphub",
         description = "Reach devices and programs that hold raw TCP connections to the hub: \
-                       list them, push messages to one by name or to all, disconnect them.",
+                       list them, push messages to one by name or to all, disconnect them.\n\n\
+                       Every endpoint refuses a query parameter it does not take with 400 \
+                       `invalid_query` naming it, as send bodies refuse unknown JSON members \
+                       with 400 `invalid_body`. Times are RFC 3339 in UTC with exactly three \
+                       fraction digits: `2026-11-25T18:40:30.120Z`.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
     ),
     servers((url = "http://127.0.0.1:8080", description = "The default `--http-addr` (https with `--tls-cert`)")),
