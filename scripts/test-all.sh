@@ -17,6 +17,9 @@ TCPHUB_BIN="${CARGO_TARGET_DIR:-target}/debug/tcphub" tests/e2e/run.sh
 step "HTTP API fuzzed from its OpenAPI contract (schemathesis)"
 scripts/schemathesis.sh
 
+step "OpenAPI document: Redocly lint, generated TypeScript and Python clients, the Python client driven"
+scripts/openapi-clients.sh
+
 step "frame decoder fuzzed for a minute (cargo-fuzz)"
 scripts/fuzz.sh 60
 

@@ -2,11 +2,15 @@
 //! is the command line (clap, every flag with a `TCPHUB_*` environment twin) that
 //! `main` turns into a `Config`. Tests build `Config` directly.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Everything the hub needs to know to run.
 #[derive(Debug, Clone)]
@@ -110,6 +114,11 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The HTTP API would answer other hosts without a token.
+    pub fn open_api(&self) -> bool {
+        !self.http_addr.ip().is_loopback() && self.api_token.is_none()
+    }
+
     /// Checks the combination of settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.api_token.as_deref() == Some("") {
@@ -142,8 +151,7 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::HalfTls);
         }
-        let open_api = !self.http_addr.ip().is_loopback() && self.api_token.is_none();
-        if open_api && !self.allow_insecure_api {
+        if self.open_api() && !self.allow_insecure_api {
             return Err(ConfigError::InsecureApi(self.http_addr));
         }
         Ok(())
@@ -186,6 +194,63 @@ pub enum LogFormat {
     Json,
 }
 
+/// A listen address as given on the command line: `IP:port`, `[IPv6]:port` or
+/// `host:port`. A host name is resolved when the hub starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    host: String,
+    port: u16,
+}
+
+impl HostPort {
+    /// The host name or IP literal (without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<HostPort, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(HostPort {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            });
+        }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err("expected HOST:PORT, e.g. 0.0.0.0:9000 or localhost:9000".into());
+        };
+        let port = port
+            .parse()
+            .map_err(|_| format!("{port:?} is not a port number"))?;
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+        if host.is_empty() || !host.chars().all(valid) {
+            return Err(format!("{host:?} is neither an IP address nor a host name"));
+        }
+        Ok(HostPort {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// tcphub: devices hold raw TCP connections; other systems reach them over HTTP.
 #[derive(Debug, Parser)]
 #[command(name = "tcphub", version, about, long_about = None)]
@@ -198,18 +263,42 @@ pub struct Cli {
     pub run: RunArgs,
 }
 
+impl Cli {
+    /// Parses `args` (the program name first). The global flags (`--http-addr`,
+    /// `--tls-cert`) count before or after a subcommand; any other flag of the hub
+    /// given with a subcommand is refused rather than silently ignored.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        let Some((subcommand, _)) = matches.subcommand() else {
+            return Ok(cli);
+        };
+        let ignored = command.get_arguments().find(|arg| {
+            !arg.is_global_set()
+                && matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
+        });
+        match ignored.and_then(|arg| arg.get_long()) {
+            Some(flag) => Err(command.error(
+                ErrorKind::ArgumentConflict,
+                format!("--{flag} has no effect on `tcphub {subcommand}`"),
+            )),
+            None => Ok(cli),
+        }
+    }
+}
+
 /// Subcommands besides running the hub.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Exit 0 when the hub's /healthz answers 200 (for container health checks).
-    Healthcheck {
-        /// The HTTP API address of the hub to check (an unspecified IP means loopback).
-        #[arg(long, env = "TCPHUB_HTTP_ADDR", default_value = "127.0.0.1:8080")]
-        http_addr: SocketAddr,
-        /// The hub's PEM certificate: ask over TLS, trusting exactly this certificate.
-        #[arg(long, env = "TCPHUB_TLS_CERT")]
-        tls_cert: Option<PathBuf>,
-    },
+    /// Exit 0 when /healthz on --http-addr answers 200 (for container health
+    /// checks; an unspecified IP means loopback; with --tls-cert, over TLS
+    /// trusting exactly that certificate).
+    Healthcheck,
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
 }
@@ -217,12 +306,17 @@ pub enum Command {
 /// The flags of the hub itself.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Address of the TCP listener for clients.
+    /// Address of the TCP listener for clients (IP:port or host:port).
     #[arg(long, env = "TCPHUB_TCP_ADDR", default_value = "0.0.0.0:9000")]
-    pub tcp_addr: SocketAddr,
-    /// Address of the HTTP API.
-    #[arg(long, env = "TCPHUB_HTTP_ADDR", default_value = "127.0.0.1:8080")]
-    pub http_addr: SocketAddr,
+    pub tcp_addr: HostPort,
+    /// Address of the HTTP API (IP:port or host:port); also what `healthcheck` asks.
+    #[arg(
+        long,
+        env = "TCPHUB_HTTP_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub http_addr: HostPort,
     /// Longest inbound frame in bytes; longer ones get `bye` `frame_too_large`.
     #[arg(long, env = "TCPHUB_MAX_FRAME_BYTES", default_value_t = 65536)]
     pub max_frame_bytes: usize,
@@ -283,7 +377,7 @@ pub struct RunArgs {
     #[arg(long, env = "TCPHUB_CLIENT_SECRET", hide_env_values = true)]
     pub client_secret: Option<String>,
     /// PEM certificate chain; with --tls-key, the TCP port and the HTTP API use TLS.
-    #[arg(long, env = "TCPHUB_TLS_CERT")]
+    #[arg(long, env = "TCPHUB_TLS_CERT", global = true)]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
     #[arg(long, env = "TCPHUB_TLS_KEY")]
@@ -291,12 +385,13 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The hub configuration these flags describe.
-    pub fn to_config(&self) -> Config {
+    /// The hub configuration these flags describe, with the addresses the
+    /// listeners' host names resolved to.
+    pub fn to_config(&self, tcp_addr: SocketAddr, http_addr: SocketAddr) -> Config {
         let seconds = Duration::from_secs;
         Config {
-            tcp_addr: self.tcp_addr,
-            http_addr: self.http_addr,
+            tcp_addr,
+            http_addr,
             max_frame_bytes: self.max_frame_bytes,
             max_message_bytes: self.max_message_bytes,
             duplicate_names: self.duplicate_names,
@@ -372,7 +467,8 @@ mod tests {
             "s3cret",
         ])
         .unwrap();
-        let config = cli.run.to_config();
+        let default = Config::default();
+        let config = cli.run.to_config(default.tcp_addr, default.http_addr);
         assert_eq!(config.webhook_urls.len(), 2);
         assert_eq!(config.validate(), Ok(()));
         let ftp: reqwest::Url = "ftp://backend.example/events".parse().unwrap();
@@ -408,14 +504,56 @@ mod tests {
     #[test]
     fn cli_defaults_match_config_defaults() {
         let cli = Cli::try_parse_from(["tcphub"]).unwrap();
-        let from_cli = cli.run.to_config();
         let default = Config::default();
-        assert_eq!(from_cli.tcp_addr, default.tcp_addr);
-        assert_eq!(from_cli.http_addr, default.http_addr);
+        assert_eq!(cli.run.tcp_addr.to_string(), default.tcp_addr.to_string());
+        assert_eq!(cli.run.http_addr.to_string(), default.http_addr.to_string());
+        let from_cli = cli.run.to_config(default.tcp_addr, default.http_addr);
         assert_eq!(from_cli.max_clients, default.max_clients);
         assert_eq!(from_cli.queue_capacity, default.queue_capacity);
         assert_eq!(from_cli.idle_timeout, None);
         assert_eq!(from_cli.shutdown_grace, default.shutdown_grace);
         assert_eq!(from_cli.event_buffer, default.event_buffer);
+    }
+
+    #[test]
+    fn listen_addresses_are_ips_or_host_names_with_a_port() {
+        let parse = |text: &str| text.parse::<HostPort>().map(|hp| hp.to_string());
+        assert_eq!(parse("0.0.0.0:9000"), Ok("0.0.0.0:9000".into()));
+        assert_eq!(parse("[::1]:8080"), Ok("[::1]:8080".into()));
+        assert_eq!(parse("localhost:9000"), Ok("localhost:9000".into()));
+        assert_eq!(
+            parse("hub-1.example.net:0"),
+            Ok("hub-1.example.net:0".into())
+        );
+        for bad in [
+            "not-an-address",
+            "localhost",
+            ":9000",
+            "localhost:70000",
+            "a b:1",
+            "::1",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn listener_and_tls_flags_count_before_a_subcommand_and_others_are_refused() {
+        for args in [
+            &["tcphub", "--http-addr", "127.0.0.1:8199", "healthcheck"][..],
+            &["tcphub", "healthcheck", "--http-addr", "127.0.0.1:8199"][..],
+        ] {
+            let cli = Cli::try_parse_args(args).unwrap();
+            assert!(matches!(cli.command, Some(Command::Healthcheck)));
+            assert_eq!(cli.run.http_addr.to_string(), "127.0.0.1:8199");
+        }
+        let cli = Cli::try_parse_args(["tcphub", "--tls-cert", "hub.pem", "healthcheck"]).unwrap();
+        assert_eq!(cli.run.tls_cert, Some(PathBuf::from("hub.pem")));
+        let refused = Cli::try_parse_args(["tcphub", "--max-clients", "5", "healthcheck"]);
+        let refused = refused.map(|_| ()).unwrap_err().to_string();
+        assert!(
+            refused.contains("--max-clients has no effect on `tcphub healthcheck`"),
+            "{refused}"
+        );
     }
 }

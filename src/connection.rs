@@ -69,12 +69,12 @@ async fn run(mut registration: Registration) {
         .outbox()
         .closing()
         .map_or("closed", ByeReason::as_str);
-    info!(session = %client.id(), peer = %client.peer(), name = ?client.name(), reason, "client disconnected");
+    info!(session = %client.id(), peer = %client.peer(), name = client.name().as_deref().map(display), %reason, "client disconnected");
 }
 
 async fn refuse(registry: Registry, client: Arc<Client>) {
     let reason = client.outbox().closing();
-    info!(session = %client.id(), peer = %client.peer(), ?reason, "connection refused");
+    info!(session = %client.id(), peer = %client.peer(), reason = reason.map(display), "connection refused");
     Box::pin(close(&registry, &client)).await;
 }
 
@@ -219,7 +219,7 @@ fn on_frame(registry: &Registry, client: &Arc<Client>, value: Value) {
             token,
         } => on_sync(registry, client, &client_name, message, token.as_deref()),
         ClientFrame::Info { message } => {
-            debug!(session = %client.id(), name = ?client.name(), %message, "info from client");
+            debug!(session = %client.id(), name = client.name().as_deref().map(display), %message, "info from client");
             registry.client_message(client, message);
         }
         ClientFrame::Ping => {
@@ -241,7 +241,7 @@ fn on_sync(
     }
     if let Some(auth) = registry.client_auth() {
         if let Err(refusal) = auth.check(token, name) {
-            info!(session = %client.id(), name, detail = %refusal.detail, "client refused: unauthorized");
+            info!(session = %client.id(), %name, detail = %refusal.detail, "client refused: unauthorized");
             reply_error(registry, client, &refusal);
             client.outbox().close(ByeReason::Unauthorized);
             return;
@@ -250,8 +250,8 @@ fn on_sync(
     match registry.sync(client, name) {
         Ok(()) => {
             let id = client.id();
-            info!(session = %id, peer = %client.peer(), name, "client named");
-            debug!(session = %id, message = ?message, "sync message");
+            info!(session = %id, peer = %client.peer(), %name, "client named");
+            debug!(session = %id, message = message.as_ref().map(display), "sync message");
             let welcome = HubFrame::Welcome {
                 id: &id,
                 client_name: name,

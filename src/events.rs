@@ -33,14 +33,14 @@ use utoipa::ToSchema;
 pub struct Event {
     /// Increasing number, unique for the process; the SSE `id` to resume from.
     pub id: u64,
-    /// When it happened (RFC 3339, UTC).
+    /// When it happened: RFC 3339 UTC with milliseconds, `2026-11-25T18:40:30.120Z`.
     #[serde(with = "crate::time_format")]
     #[schema(value_type = String, format = DateTime)]
     pub time: SystemTime,
     /// The session id of the client concerned.
     pub client_id: String,
     /// The client's name at the time, null while unnamed.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, required = true)]
     pub name: Option<Arc<str>>,
     /// The client's address, `ip:port`.
     #[schema(value_type = String)]
@@ -62,7 +62,7 @@ pub enum EventKind {
     #[serde(rename = "client.named", rename_all = "camelCase")]
     Named {
         /// The name it had before, null on its first `sync`.
-        #[schema(value_type = Option<String>)]
+        #[schema(value_type = Option<String>, required = true)]
         old_name: Option<Arc<str>>,
     },
     /// A client's connection ended.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use tcphub::config::HostPort;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -30,7 +31,8 @@ const PATIENCE: Duration = Duration::from_secs(3);
 
 /// Succeeds when `GET /healthz` on `http_addr` answers 200; over TLS when
 /// `tls_cert` names the hub's certificate.
-pub async fn probe(mut http_addr: SocketAddr, tls_cert: Option<&Path>) -> anyhow::Result<()> {
+pub async fn probe(http_addr: &HostPort, tls_cert: Option<&Path>) -> anyhow::Result<()> {
+    let mut http_addr = crate::resolve("--http-addr", http_addr).await?;
     if http_addr.ip().is_unspecified() {
         http_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }

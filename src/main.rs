@@ -3,11 +3,11 @@
 mod healthcheck;
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use tcphub::config::{Cli, Command, LogFormat, RunArgs};
+use tcphub::config::{Cli, Command, HostPort, LogFormat, RunArgs};
 use tcphub::fd_budget::FdBudget;
 use tcphub::{Config, Hub};
 use tokio::net::TcpListener;
@@ -28,7 +28,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static MALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|err| err.exit());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -42,10 +42,9 @@ fn main() -> ExitCode {
                 print!("{}", tcphub::api::openapi_json());
                 Ok(())
             }
-            Some(Command::Healthcheck {
-                http_addr,
-                tls_cert,
-            }) => healthcheck::probe(http_addr, tls_cert.as_deref()).await,
+            Some(Command::Healthcheck) => {
+                healthcheck::probe(&cli.run.http_addr, cli.run.tls_cert.as_deref()).await
+            }
             None => run(cli.run).await,
         }
     });
@@ -60,21 +59,41 @@ fn main() -> ExitCode {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let config = args.to_config();
+    let tcp_addr = resolve("--tcp-addr", &args.tcp_addr).await?;
+    let http_addr = resolve("--http-addr", &args.http_addr).await?;
+    let config = args.to_config(tcp_addr, http_addr);
     config.validate()?;
+    if config.open_api() {
+        warn!(http = %config.http_addr, "the HTTP API answers every host that reaches it, without a token (--allow-insecure-api)");
+    }
     raise_open_files_limit(&config);
     let signals = Signals::new().context("cannot listen for signals")?;
     let tcp = TcpListener::bind(config.tcp_addr)
         .await
-        .with_context(|| format!("cannot listen for TCP clients on {}", config.tcp_addr))?;
+        .with_context(|| format!("cannot listen for TCP clients on {}", args.tcp_addr))?;
     let http = TcpListener::bind(config.http_addr)
         .await
-        .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
+        .with_context(|| format!("cannot listen for HTTP on {}", args.http_addr))?;
     info!(tcp = %tcp.local_addr()?, http = %http.local_addr()?, "tcphub listening");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signals(signals, shutdown.clone()));
     Hub::new(config).serve(tcp, http, shutdown).await?;
     Ok(())
+}
+
+/// The address `addr` names: an IP as given, or the first address its host name
+/// resolves to, IPv4 first (`localhost` is then 127.0.0.1 also where IPv6 is off).
+pub(crate) async fn resolve(flag: &str, addr: &HostPort) -> anyhow::Result<SocketAddr> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((addr.host(), addr.port()))
+        .await
+        .with_context(|| format!("cannot resolve {flag} {addr}"))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| found.first())
+        .copied()
+        .with_context(|| format!("{flag} {addr} resolves to no address"))
 }
 
 fn init_logging(format: LogFormat) {

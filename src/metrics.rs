@@ -60,11 +60,18 @@ impl EncodeLabelValue for RouteLabel {
     }
 }
 
-/// Labels naming a reason or a scope.
+/// Labels naming why a connection ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// The reason (a `bye` reason, `closed` or `error`) or the message scope.
+    /// A `bye` reason, `closed` or `error`.
     pub reason: &'static str,
+}
+
+/// Labels naming how a message was addressed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    /// `direct` or `broadcast`.
+    pub scope: &'static str,
 }
 
 /// Labels naming how something ended.
@@ -99,7 +106,7 @@ pub struct Metrics {
     /// Bytes written to clients.
     pub bytes_out: Counter,
     /// Pushed messages accepted into client queues, by scope.
-    pub messages_queued: Family<ReasonLabels, Counter>,
+    pub messages_queued: Family<ScopeLabels, Counter>,
     /// Pushed messages dropped because a queue was full.
     pub messages_dropped: Counter,
     /// Recipients per broadcast.
@@ -223,7 +230,7 @@ impl Default for Metrics {
         );
         registry.register(
             "http_request_duration_seconds",
-            "HTTP request latency",
+            "HTTP request latency in seconds, by route, method and status",
             m.http_latency.clone(),
         );
         registry.register(
@@ -271,5 +278,81 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The label names a help text promises: `…, by route, method and status`.
+    fn promised(help: &str) -> BTreeSet<String> {
+        let Some((_, after)) = help.split_once(" by ") else {
+            return BTreeSet::new();
+        };
+        let after = after.split(" (").next().unwrap_or(after);
+        after
+            .trim_end_matches('.')
+            .split([',', ' '])
+            .filter(|word| !word.is_empty() && *word != "and")
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The label names of one series line, without a histogram's `le`.
+    fn labels_of(line: &str) -> BTreeSet<String> {
+        let Some((_, rest)) = line.split_once('{') else {
+            return BTreeSet::new();
+        };
+        rest.split("\",")
+            .filter_map(|pair| pair.split_once('=').map(|(key, _)| key.trim().to_owned()))
+            .filter(|key| key != "le" && !key.starts_with('}'))
+            .collect()
+    }
+
+    #[test]
+    fn help_texts_name_exactly_the_labels() {
+        let metrics = Metrics::default();
+        let http = HttpLabels {
+            route: RouteLabel::default(),
+            method: "GET",
+            status: 200,
+        };
+        metrics.http_requests.get_or_create(&http).inc();
+        metrics.http_latency.get_or_create(&http).observe(0.001);
+        let reason = ReasonLabels { reason: "closed" };
+        metrics.disconnections.get_or_create(&reason).inc();
+        let scope = ScopeLabels { scope: "direct" };
+        metrics.messages_queued.get_or_create(&scope).inc();
+        let outcome = OutcomeLabels { outcome: "acked" };
+        metrics.webhook_batches.get_or_create(&outcome).inc();
+        metrics.ack_waits.get_or_create(&outcome).inc();
+
+        let text = metrics.encode();
+        assert!(
+            text.contains("tcphub_messages_queued_total{scope=\"direct\"} 1"),
+            "{text}"
+        );
+        let mut checked = 0;
+        for help in text.lines().filter_map(|l| l.strip_prefix("# HELP ")) {
+            let (name, help) = help.split_once(' ').unwrap_or((help, ""));
+            let want = promised(help);
+            for series in text
+                .lines()
+                .filter_map(|l| l.strip_prefix(name))
+                .map(|l| {
+                    ["_total", "_bucket", "_sum", "_count"]
+                        .iter()
+                        .fold(l, |l, s| l.strip_prefix(s).unwrap_or(l))
+                })
+                .filter(|l| l.starts_with(['{', ' ']))
+            {
+                assert_eq!(labels_of(series), want, "{name}: {help:?} vs {series}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "only {checked} series checked");
     }
 }

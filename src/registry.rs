@@ -22,7 +22,7 @@ use crate::client_auth::ClientAuth;
 use crate::config::{ClientAuthMode, Config, DuplicateNames, SlowConsumer};
 use crate::events::{EventBus, EventKind};
 use crate::fd_budget::FdBudget;
-use crate::metrics::{Metrics, ReasonLabels};
+use crate::metrics::{Metrics, ReasonLabels, ScopeLabels};
 use crate::outbox::{FrameSink, Offer, Outbox, Written};
 use crate::protocol::{ByeReason, HubFrame, Scope};
 use prometheus_client::metrics::gauge::Gauge;
@@ -778,14 +778,14 @@ impl Registry {
     }
 
     fn count_queued(&self, scope: Scope, messages: u64) {
-        let reason = match scope {
+        let scope = match scope {
             Scope::Direct => "direct",
             Scope::Broadcast => "broadcast",
         };
         self.inner
             .metrics
             .messages_queued
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&ScopeLabels { scope })
             .inc_by(messages);
     }
 

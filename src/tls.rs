@@ -111,7 +111,7 @@ pub async fn serve_client(
     match registry.connect(peer, None) {
         Admission::Admitted(registration) => run(registration, stream).await,
         Admission::Refused(client) => {
-            info!(session = %client.id(), %peer, reason = ?client.outbox().closing(), "connection refused");
+            info!(session = %client.id(), %peer, reason = client.outbox().closing().map(display), "connection refused");
             let mut connection = Connection::new(&registry, &client, stream);
             connection.finish().await;
         }
@@ -134,7 +134,7 @@ async fn run(mut registration: Registration, stream: TlsStream<TcpStream>) {
         .outbox()
         .closing()
         .map_or("closed", ByeReason::as_str);
-    info!(session = %client.id(), peer = %client.peer(), name = ?client.name(), reason, "client disconnected");
+    info!(session = %client.id(), peer = %client.peer(), name = client.name().as_deref().map(display), %reason, "client disconnected");
 }
 
 /// One TLS client's connection task: the stream, the batch being written, and

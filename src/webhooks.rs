@@ -221,7 +221,7 @@ impl Webhook {
                 return self.count("failed");
             }
             let pause = backoff(attempt);
-            debug!(webhook = %self.redacted_url(), %failure, attempt, ?pause, "webhook delivery failed: retrying");
+            debug!(webhook = %self.redacted_url(), %failure, attempt, pause_ms = pause.as_millis(), "webhook delivery failed: retrying");
             self.registry.metrics().webhook_retries.inc();
             tokio::time::sleep(pause).await;
         }

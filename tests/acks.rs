@@ -241,7 +241,10 @@ async fn wait_and_timeout_are_checked() {
     let hub = TestHub::start(Config::default()).await;
     let _client = TestClient::synced(&hub, "Client-1").await;
     for (query, detail) in [
-        ("wait=receipt", "wait must be \"ack\" (or absent)"),
+        (
+            "wait=receipt",
+            "Failed to deserialize query string: wait: unknown variant `receipt`, expected `ack`",
+        ),
         ("timeout=100", "timeout applies only with wait=ack"),
         (
             "wait=ack&timeout=0",

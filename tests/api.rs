@@ -75,7 +75,10 @@ async fn get_one_client_shows_every_field() {
     assert_eq!(body["framesIn"], 2);
     assert_eq!(body["framesOut"], 2, "welcome and pong");
     assert_eq!(body["queueLen"], 0);
-    assert!(body["connectedAt"].as_str().unwrap().ends_with('Z'));
+    common::assert_millis_utc(body["connectedAt"].as_str().unwrap());
+    common::assert_millis_utc(body["lastActiveAt"].as_str().unwrap());
+    let (_, list) = hub.get("/clients").await;
+    common::assert_millis_utc(list["clients"][0]["connectedAt"].as_str().unwrap());
     assert!(body["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
 }
 
@@ -151,6 +154,68 @@ async fn bad_list_queries_are_400_invalid_query() {
         assert_eq!(body["code"], "invalid_query", "{query}: {body}");
     }
     assert_eq!(hub.get("/clients?limit=10000").await.0, 200);
+}
+
+#[tokio::test]
+async fn an_unknown_query_parameter_is_400_invalid_query_naming_it() {
+    let hub = TestHub::start(Config::default()).await;
+    let (status, body) = hub.get("/clients?limt=5").await;
+    let detail = "Failed to deserialize query string: limt: unknown field `limt`, \
+                  expected one of `limit`, `offset`, `prefix`, `named`";
+    assert_eq!(
+        (status, body),
+        (400, problem(400, "invalid_query", "Invalid query", detail))
+    );
+    let (status, body) = hub.get("/healthz?verbose=1").await;
+    let detail =
+        "Failed to deserialize query string: verbose: unknown field `verbose`, there are no fields";
+    assert_eq!(
+        (status, body),
+        (400, problem(400, "invalid_query", "Invalid query", detail))
+    );
+}
+
+#[tokio::test]
+async fn every_endpoint_refuses_unknown_query_parameters_and_does_nothing() {
+    let hub = TestHub::start(Config::default()).await;
+    let mut client = TestClient::synced(&hub, "Client-1").await;
+    let requests = [
+        (reqwest::Method::GET, "/clients/Client-1?fields=all"),
+        (reqwest::Method::DELETE, "/clients/Client-1?force=1"),
+        (reqwest::Method::POST, "/clients/Client-1/send?wiat=ack"),
+        (reqwest::Method::POST, "/broadcast?scope=all"),
+        (reqwest::Method::GET, "/events?type=client.named"),
+        (reqwest::Method::GET, "/readyz?x="),
+        (reqwest::Method::GET, "/metrics?name=tcphub"),
+        (reqwest::Method::GET, "/openapi.json?v=3"),
+    ];
+    for (method, path) in requests {
+        let response = hub
+            .request(method.clone(), path)
+            .json(&json!({"message": "must not arrive"}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        let parameter = path.split(['?', '=']).nth(1).unwrap();
+        assert_eq!(
+            (status, &body["code"]),
+            (400, &json!("invalid_query")),
+            "{method} {path}"
+        );
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("unknown field `{parameter}`")),
+            "{method} {path}: {detail}"
+        );
+    }
+    // Nothing was sent and nobody was kicked: the next frame is this marker.
+    let (status, _) = hub
+        .post("/clients/Client-1/send", json!({"message": "marker"}))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(client.recv().await["message"], "marker");
 }
 
 #[tokio::test]
@@ -404,6 +469,16 @@ async fn the_served_openapi_document_is_the_committed_one_and_matches_the_code()
             "{path} is not documented"
         );
     }
+    // What client generators need: a discriminated event union and the webhook.
+    let event = &document["components"]["schemas"]["Event"];
+    assert_eq!(event["discriminator"]["propertyName"], "type");
+    assert_eq!(event["oneOf"].as_array().map(Vec::len), Some(6));
+    let webhook = &document["webhooks"]["events"]["post"];
+    assert_eq!(
+        webhook["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/EventBatch"
+    );
+    assert_eq!(webhook["parameters"][0]["name"], "X-Tcphub-Signature");
 }
 
 #[test]

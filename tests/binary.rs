@@ -26,6 +26,8 @@ struct Process {
     open_files: u64,
     /// The most clients the hub reported it admits.
     clients_limit: usize,
+    /// Every log line before `tcphub listening`.
+    start_up: Vec<Value>,
 }
 
 impl Process {
@@ -35,17 +37,16 @@ impl Process {
 
     /// Starts the hub with `RUST_LOG` set to `filter`.
     async fn start_logging(filter: &str, extra: &[&str]) -> Process {
+        let loopback = ["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"];
+        let args = [&loopback[..], &["--api-token", TOKEN], extra].concat();
+        Process::start_with(filter, &args).await
+    }
+
+    /// Starts the hub with exactly `args` (plus JSON logs).
+    async fn start_with(filter: &str, args: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcphub"))
-            .args([
-                "--tcp-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
-            .args(["--api-token", TOKEN])
-            .args(extra)
+            .args(["--log-format", "json"])
+            .args(args)
             .env("RUST_LOG", filter)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -59,18 +60,25 @@ impl Process {
             http_addr: String::new(),
             open_files: 0,
             clients_limit: 0,
+            start_up: Vec::new(),
         };
-        let limit = process
-            .log_until(|line| line["message"] == "open files limit")
+        let mut start_up = Vec::new();
+        let listening = process
+            .log_until(|line| {
+                start_up.push(line.clone());
+                line["message"] == "tcphub listening"
+            })
             .await;
+        let limit = start_up
+            .iter()
+            .find(|line| line["message"] == "open files limit")
+            .expect("the open files limit is logged before listening");
         process.open_files = limit["open_files"].as_u64().unwrap();
         let budget = FdBudget::new(process.open_files, 100_000, 1000);
         assert_eq!(limit["http_reserve"].as_u64(), Some(budget.http_reserve));
         assert_eq!(limit["clients"], json!(budget.clients));
         process.clients_limit = budget.clients;
-        let listening = process
-            .log_until(|line| line["message"] == "tcphub listening")
-            .await;
+        process.start_up = start_up;
         process.tcp_addr = listening["tcp"].as_str().unwrap().to_owned();
         process.http_addr = listening["http"].as_str().unwrap().to_owned();
         process
@@ -284,8 +292,12 @@ async fn logs_are_json_with_session_peer_and_name_and_never_the_token() {
         .log_until(|line| line["message"] == "client disconnected")
         .await;
     assert_eq!(
-        (gone["session"].clone(), gone["reason"].clone()),
-        (json!(id), json!("closed"))
+        (
+            gone["session"].clone(),
+            gone["name"].clone(),
+            gone["reason"].clone()
+        ),
+        (json!(id), json!("logged"), json!("closed"))
     );
     hub.signal("TERM");
     hub.log_until(|line| line["message"] == "shutdown complete")
@@ -417,4 +429,122 @@ fn configuration_errors_fail_fast_with_one_line() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid value 'not-an-address'"));
+}
+
+/// Runs the binary with `args` and no `TCPHUB_*` settings from the environment.
+async fn run_binary(args: &[&str]) -> std::process::Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_tcphub"))
+        .args(args)
+        .env_remove("TCPHUB_HTTP_ADDR")
+        .env_remove("TCPHUB_TLS_CERT")
+        .output();
+    timeout(PATIENCE, output)
+        .await
+        .expect("the binary hung")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn healthcheck_heeds_flags_given_before_it_and_refuses_others() {
+    let hub = Process::start(&[]).await;
+    let addr = hub.http_addr.as_str();
+    let before = run_binary(&["--http-addr", addr, "healthcheck"]).await;
+    assert_eq!(before.status.code(), Some(0), "{before:?}");
+    let after = run_binary(&["healthcheck", "--http-addr", addr]).await;
+    assert_eq!(after.status.code(), Some(0), "{after:?}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let down = run_binary(&["--http-addr", &nobody, "healthcheck"]).await;
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        stderr.starts_with(&format!("tcphub: cannot connect to {nobody}")),
+        "{stderr}"
+    );
+
+    let ignored = run_binary(&["--max-clients", "5", "healthcheck"]).await;
+    assert_eq!(ignored.status.code(), Some(2), "{ignored:?}");
+    let stderr = String::from_utf8_lossy(&ignored.stderr);
+    assert!(
+        stderr.contains("--max-clients has no effect on `tcphub healthcheck`"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn host_names_resolve_for_both_listeners_and_localhost_needs_no_token() {
+    let args = ["--tcp-addr", "localhost:0", "--http-addr", "localhost:0"];
+    let mut hub = Process::start_with("info", &args).await;
+    assert!(hub.tcp_addr.starts_with("127.0.0.1:"), "{}", hub.tcp_addr);
+    assert!(hub.http_addr.starts_with("127.0.0.1:"), "{}", hub.http_addr);
+    let mut client = connect(&hub.tcp_addr).await;
+    client.sync("Client-1").await;
+    let url = format!("http://{}/clients/Client-1", hub.http_addr);
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200, "no token is needed on loopback");
+    hub.signal("TERM");
+    assert_eq!(hub.exit_code(PATIENCE).await, Some(0));
+}
+
+#[tokio::test]
+async fn an_open_api_is_warned_about_once_at_start() {
+    let warning =
+        "the HTTP API answers every host that reaches it, without a token (--allow-insecure-api)";
+    let warnings = |hub: &Process| {
+        hub.start_up
+            .iter()
+            .filter(|line| line["message"] == warning)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let args = ["--tcp-addr", "127.0.0.1:0", "--http-addr", "0.0.0.0:0"];
+    let open = Process::start_with("info", &[&args[..], &["--allow-insecure-api"]].concat()).await;
+    let logged = warnings(&open);
+    assert_eq!(logged.len(), 1, "{:?}", open.start_up);
+    assert_eq!(logged[0]["level"], "WARN");
+    assert!(logged[0]["http"].as_str().unwrap().starts_with("0.0.0.0:"));
+
+    let guarded = Process::start(&[]).await;
+    assert_eq!(
+        warnings(&guarded),
+        Vec::<Value>::new(),
+        "warned with a token"
+    );
+}
+
+#[tokio::test]
+async fn text_logs_show_names_as_plain_values() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tcphub"))
+        .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--log-format", "text"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line_with = async |text: &str| loop {
+        let line = timeout(PATIENCE, logs.next_line())
+            .await
+            .expect("no log line in time")
+            .unwrap()
+            .expect("the hub closed its output");
+        if line.contains(text) {
+            return line;
+        }
+    };
+    let listening = next_line_with("tcphub listening").await;
+    let tcp_addr = listening
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("tcp="))
+        .expect("the TCP address is logged")
+        .to_owned();
+    let mut client = connect(&tcp_addr).await;
+    client.sync("Client-1").await;
+    client.close().await;
+    let gone = next_line_with("client disconnected").await;
+    assert!(gone.contains(" name=Client-1 "), "{gone}");
+    assert!(!gone.contains("Some("), "{gone}");
 }

@@ -15,18 +15,15 @@ use tcphub::Config;
 use tcphub::registry::Admission;
 use tokio::net::TcpStream;
 
-/// An event's data without its time, after checking that the time is RFC 3339 UTC.
+/// An event's data without its time, after checking that the time is RFC 3339 UTC
+/// with milliseconds.
 fn timeless(event: &SseEvent) -> Value {
     let mut data = event.data.clone();
     let time = data
         .as_object_mut()
         .and_then(|fields| fields.remove("time"))
         .unwrap_or_else(|| panic!("no time in {}", event.data));
-    let time = time.as_str().expect("time is a string");
-    assert!(
-        time.len() >= 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
-        "{time:?} is not RFC 3339 UTC"
-    );
+    common::assert_millis_utc(time.as_str().expect("time is a string"));
     data
 }
 

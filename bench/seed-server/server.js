@@ -1,7 +1,7 @@
 // The seed article's hub design, written for the benchmark: Node `net` keeps every client
 // socket in one array of {name, sessionId, client}; a broadcast writes to each of them and a
 // directed send finds the client by name in that array. On top sits the HTTP API and the
-// frames of tcphub's SPEC, so the same load tool drives both.
+// frames of tcphub's docs/PROTOCOL.md, so the same load tool drives both.
 //
 // Differences from the article, all needed to serve the benchmark: the hub answers `sync`
 // with `welcome` and pushes `message` frames as newline-terminated JSON; a data chunk may

@@ -21,7 +21,7 @@ use crate::http::HttpConn;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
-    /// tcphub: TCP frames per SPEC, pushes via its HTTP API.
+    /// tcphub: TCP frames per docs/PROTOCOL.md, pushes via its HTTP API.
     Tcphub,
     /// The Node seed design (bench/seed-server): same frames and HTTP API as tcphub.
     Seed,
@@ -244,7 +244,7 @@ fn decode(target: Target, buf: &[u8], on: &mut dyn FnMut(Event)) -> Result<usize
     }
 }
 
-/// A hub → client frame of tcphub (SPEC §1), borrowing from the read buffer.
+/// A hub → client frame of tcphub (docs/PROTOCOL.md §1), borrowing from the read buffer.
 #[derive(Deserialize)]
 struct HubFrame<'a> {
     #[serde(rename = "type")]

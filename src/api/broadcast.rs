@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::problem::{MessageEnvelope, Problem, SendBody};
+use super::query::{NoParams, Params};
 use super::{ApiError, AppState};
 
 /// What a broadcast reached.
@@ -33,7 +34,9 @@ pub struct BroadcastResult {
     path = "/broadcast",
     tag = "clients",
     request_body(
-        description = "`{\"message\": <any JSON>}`, or any text/plain body (sent as a string)",
+        description = "`{\"message\": <any JSON>}`, or any text/plain body (sent as a string). \
+                       The `--max-message-bytes` limit counts a text/plain body's raw bytes, \
+                       and the JSON text of `message` as sent (not the whole JSON body).",
         content(
             (MessageEnvelope = "application/json", example = json!({"message": {"led": "on"}})),
             (String = "text/plain", example = "hello everyone")
@@ -41,7 +44,7 @@ pub struct BroadcastResult {
     ),
     responses(
         (status = 202, description = "Queued for every live client", body = BroadcastResult),
-        (status = 400, description = "`invalid_body`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_body` or `invalid_query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`message_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
@@ -49,6 +52,7 @@ pub struct BroadcastResult {
 )]
 pub async fn broadcast(
     State(state): State<AppState>,
+    _: Params<NoParams>,
     SendBody(message): SendBody,
 ) -> Result<(StatusCode, Json<BroadcastResult>), ApiError> {
     let registry = state.registry.clone();
@@ -58,7 +62,7 @@ pub async fn broadcast(
         .await
         .map_err(|err| {
             // Only a bug (a panic) or the runtime stopping ends the task early.
-            tracing::error!(?err, "broadcast task failed");
+            tracing::error!(%err, "broadcast task failed");
             ApiError::Internal
         })?;
     let result = BroadcastResult {

@@ -2,8 +2,8 @@
 //! (which may wait for the client's acknowledgement).
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use crate::registry::{Client, ListQuery, Listed};
 use crate::time_format::rfc3339;
 
 use super::problem::{MessageEnvelope, Problem, SendBody};
+use super::query::{NoParams, Params};
 use super::{ApiError, AppState};
 
 /// Largest page `GET /clients` returns.
@@ -41,12 +42,15 @@ pub struct ClientView {
     /// Session id, unique for the process.
     pub id: String,
     /// Registered name; null until the client sends `sync`.
+    #[schema(required = true)]
     pub name: Option<String>,
     /// Remote address, `ip:port`.
     pub peer: String,
-    /// When it connected (RFC 3339, UTC).
+    /// When it connected: RFC 3339 UTC with milliseconds, `2026-11-25T18:40:30.120Z`.
+    #[schema(format = DateTime)]
     pub connected_at: String,
-    /// When it last sent a frame, or connected (RFC 3339, UTC).
+    /// When it last sent a frame, or connected (RFC 3339 UTC with milliseconds).
+    #[schema(format = DateTime)]
     pub last_active_at: String,
     /// Frames received from it.
     pub frames_in: u64,
@@ -105,6 +109,7 @@ pub struct ClientList {
 
 /// Filters and paging for `GET /clients`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 0 to 10000 (default 1000).
@@ -131,15 +136,23 @@ pub struct Queued {
 
 /// Whether `POST /clients/{name}/send` waits for the client's `ack`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SendParams {
     /// `ack`: answer 200 once the client acknowledges the message with
     /// `{"type":"ack","id":"<message id>"}`, or 504 `ack_timeout`.
-    #[param(pattern = "^ack$")]
-    pub wait: Option<String>,
+    pub wait: Option<Wait>,
     /// With `wait=ack`: milliseconds to wait, 1 to 60000 (default 5000).
     #[param(minimum = 1, maximum = 60000)]
     pub timeout: Option<u64>,
+}
+
+/// What a send waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Wait {
+    /// The client's `ack` of the message.
+    Ack,
 }
 
 /// The client acknowledged the pushed message.
@@ -156,6 +169,7 @@ pub struct Acked {
 #[utoipa::path(
     get,
     path = "/clients",
+    operation_id = "list_clients",
     tag = "clients",
     params(ListParams),
     responses(
@@ -166,9 +180,8 @@ pub struct Acked {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    Params(params): Params<ListParams>,
 ) -> Result<Json<ClientList>, ApiError> {
-    let Query(params) = params.map_err(|err| ApiError::InvalidQuery(err.body_text()))?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if limit > MAX_LIMIT {
         return Err(ApiError::InvalidQuery(format!(
@@ -190,11 +203,12 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/clients/{name}",
+    operation_id = "get_client",
     tag = "clients",
     params(("name" = String, Path, description = "The client's registered name")),
     responses(
         (status = 200, description = "The client", body = ClientView),
-        (status = 400, description = "`invalid_path`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_path` or `invalid_query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`client_not_found`", body = Problem, content_type = "application/problem+json"),
     )
@@ -202,6 +216,7 @@ pub async fn list(
 pub async fn get_one(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    _: Params<NoParams>,
 ) -> Result<Json<ClientView>, ApiError> {
     let name = path_name(name)?;
     let client = state
@@ -219,10 +234,13 @@ pub async fn get_one(
 #[utoipa::path(
     post,
     path = "/clients/{name}/send",
+    operation_id = "send_to_client",
     tag = "clients",
     params(("name" = String, Path, description = "The client's registered name"), SendParams),
     request_body(
-        description = "`{\"message\": <any JSON>}`, or any text/plain body (sent as a string)",
+        description = "`{\"message\": <any JSON>}`, or any text/plain body (sent as a string). \
+                       The `--max-message-bytes` limit counts a text/plain body's raw bytes, \
+                       and the JSON text of `message` as sent (not the whole JSON body).",
         content(
             (MessageEnvelope = "application/json", example = json!({"message": {"led": "on"}})),
             (String = "text/plain", example = "hello Client-1")
@@ -243,11 +261,11 @@ pub async fn get_one(
 pub async fn send(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
-    params: Result<Query<SendParams>, QueryRejection>,
+    Params(params): Params<SendParams>,
     SendBody(message): SendBody,
 ) -> Result<Response, ApiError> {
     let name = path_name(name)?;
-    let Some(patience) = ack_patience(params)? else {
+    let Some(patience) = ack_patience(&params)? else {
         let id = state
             .registry
             .send_to(&name, &message)
@@ -288,26 +306,20 @@ pub async fn send(
 }
 
 /// How long a send waits for its ack: `None` without `wait=ack`.
-fn ack_patience(
-    params: Result<Query<SendParams>, QueryRejection>,
-) -> Result<Option<Duration>, ApiError> {
-    let Query(params) = params.map_err(|err| ApiError::InvalidQuery(err.body_text()))?;
-    match (params.wait.as_deref(), params.timeout) {
+fn ack_patience(params: &SendParams) -> Result<Option<Duration>, ApiError> {
+    match (params.wait, params.timeout) {
         (None, None) => Ok(None),
         (None, Some(_)) => Err(ApiError::InvalidQuery(
             "timeout applies only with wait=ack".into(),
         )),
-        (Some("ack"), Some(ms)) if !(1..=MAX_ACK_TIMEOUT_MS).contains(&ms) => {
+        (Some(Wait::Ack), Some(ms)) if !(1..=MAX_ACK_TIMEOUT_MS).contains(&ms) => {
             Err(ApiError::InvalidQuery(format!(
                 "timeout must be 1 to {MAX_ACK_TIMEOUT_MS} milliseconds"
             )))
         }
-        (Some("ack"), ms) => Ok(Some(Duration::from_millis(
+        (Some(Wait::Ack), ms) => Ok(Some(Duration::from_millis(
             ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS),
         ))),
-        (Some(_), _) => Err(ApiError::InvalidQuery(
-            "wait must be \"ack\" (or absent)".into(),
-        )),
     }
 }
 
@@ -315,11 +327,12 @@ fn ack_patience(
 #[utoipa::path(
     delete,
     path = "/clients/{name}",
+    operation_id = "kick_client",
     tag = "clients",
     params(("name" = String, Path, description = "The client's registered name")),
     responses(
         (status = 204, description = "Disconnected"),
-        (status = 400, description = "`invalid_path`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_path` or `invalid_query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`client_not_found`", body = Problem, content_type = "application/problem+json"),
     )
@@ -327,6 +340,7 @@ fn ack_patience(
 pub async fn kick(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
+    _: Params<NoParams>,
 ) -> Result<StatusCode, ApiError> {
     let name = path_name(name)?;
     state

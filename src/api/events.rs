@@ -10,8 +10,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{self, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt};
@@ -23,6 +22,7 @@ use crate::events::{Event, EventKind};
 use crate::registry::Registry;
 
 use super::problem::Problem;
+use super::query::Params;
 use super::{ApiError, AppState};
 
 /// The SSE event name (and `type`) of the notice that events were lost.
@@ -30,6 +30,7 @@ const MISSED: &str = "events.missed";
 
 /// Which events `GET /events` streams.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct FollowParams {
     /// Only these types, comma-separated, e.g. `client.connected,client.disconnected`
@@ -46,27 +47,10 @@ pub struct FollowParams {
 pub struct EventsMissed {
     /// Always `events.missed`.
     #[serde(rename = "type")]
-    #[schema(value_type = String, pattern = "^events\\.missed$")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
     /// How many events, of any type, the follower will never receive.
     pub missed: u64,
-}
-
-/// One server-sent event as it arrives on the stream (the SSE fields, not JSON).
-#[derive(Debug, ToSchema)]
-#[schema(example = json!({
-    "id": "42",
-    "event": "client.named",
-    "data": "{\"id\":42,\"time\":\"2026-11-25T18:40:30.123Z\",\"clientId\":\"c7\",\"name\":\"Client-1\",\"peer\":\"127.0.0.1:50312\",\"type\":\"client.named\",\"oldName\":null}"
-}))]
-pub struct StreamedEvent {
-    /// The event's id, to resume from with `Last-Event-ID`; absent on `events.missed`.
-    pub id: Option<String>,
-    /// The event's type.
-    pub event: String,
-    /// An `Event` as JSON, or an `EventsMissed` for `event: events.missed`.
-    #[schema(content_media_type = "application/json")]
-    pub data: String,
 }
 
 /// Follow the hub's events as server-sent events.
@@ -80,24 +64,28 @@ pub struct StreamedEvent {
 #[utoipa::path(
     get,
     path = "/events",
+    operation_id = "follow_events",
     tag = "events",
     params(
         FollowParams,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after the event with this id"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]+$",
+         description = "Resume after the event with this id (the SSE `id` of the last event received)"),
     ),
     responses(
-        (status = 200, description = "A `text/event-stream` of events; each `data` is an Event, or an EventsMissed for `event: events.missed`",
-         content_type = "text/event-stream", body = StreamedEvent),
-        (status = 400, description = "`invalid_query` (an unknown type) or `invalid_header` (a malformed Last-Event-ID)", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A `text/event-stream`: per event the SSE fields `id` (the event's id), \
+                                      `event` (its type) and `data` (an `Event` as JSON); for lost events, \
+                                      `event: events.missed` with `data` an `EventsMissed` and no `id`",
+         content_type = "text/event-stream", body = String,
+         example = json!("id: 42\nevent: client.named\ndata: {\"id\":42,\"time\":\"2026-11-25T18:40:30.120Z\",\"clientId\":\"c7\",\"name\":\"Client-1\",\"peer\":\"127.0.0.1:50312\",\"type\":\"client.named\",\"oldName\":null}\n\n")),
+        (status = 400, description = "`invalid_query` (an unknown type or parameter) or `invalid_header` (a malformed Last-Event-ID)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn follow(
     State(state): State<AppState>,
-    params: Result<Query<FollowParams>, QueryRejection>,
+    Params(params): Params<FollowParams>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
-    let Query(params) = params.map_err(|err| ApiError::InvalidQuery(err.body_text()))?;
     let filter = Filter::new(params)?;
     let after = last_event_id(&headers)?;
     let follow = state.registry.events().follow(after);

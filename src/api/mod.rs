@@ -7,10 +7,12 @@
 pub mod broadcast;
 pub mod clients;
 pub mod dashboard;
+mod doc;
 pub mod events;
 mod guard;
 pub mod ops;
 pub mod problem;
+mod query;
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 use crate::config::Config;
 use crate::registry::Registry;
+use doc::{Constants, DefaultProblem, EventUnion, Webhook};
 
 pub use problem::{ApiError, Problem};
 
@@ -65,9 +68,14 @@ pub fn router(state: AppState) -> Router {
     info(
         title = "tcphub",
         description = "Reach devices and programs that hold raw TCP connections to the hub: \
-                       list them, push messages to one by name or to all, disconnect them.",
-        license(name = "MIT OR Apache-2.0")
+                       list them, push messages to one by name or to all, disconnect them.\n\n\
+                       Every endpoint refuses a query parameter it does not take with 400 \
+                       `invalid_query` naming it, as send bodies refuse unknown JSON members \
+                       with 400 `invalid_body`. Times are RFC 3339 in UTC with exactly three \
+                       fraction digits: `2026-11-25T18:40:30.120Z`.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
     ),
+    servers((url = "http://127.0.0.1:8080", description = "The default `--http-addr` (https with `--tls-cert`)")),
     paths(
         clients::list,
         clients::get_one,
@@ -83,9 +91,10 @@ pub fn router(state: AppState) -> Router {
     components(schemas(
         crate::events::Event,
         events::EventsMissed,
+        clients::Wait,
         crate::webhooks::EventBatch
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &EventUnion, &Constants, &DefaultProblem, &Webhook),
     security(("bearer" = [])),
     tags(
         (name = "clients", description = "Live TCP clients and pushes to them"),

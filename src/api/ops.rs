@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::problem::Problem;
+use super::query::{NoParams, Params};
 use super::{ApiError, AppState};
 
 /// The committed OpenAPI document, served as is.
@@ -27,8 +28,18 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"status": "ok"}))]
 pub struct Status {
-    /// `ok` or `ready`.
-    pub status: &'static str,
+    /// `ok` from `/healthz`, `ready` from `/readyz`.
+    pub status: Condition,
+}
+
+/// What a probe found.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    /// The process is alive.
+    Ok,
+    /// The hub is ready for traffic.
+    Ready,
 }
 
 /// Liveness: the process is up. Needs no token.
@@ -37,10 +48,15 @@ pub struct Status {
     path = "/healthz",
     tag = "operations",
     security(()),
-    responses((status = 200, description = "Alive", body = Status))
+    responses(
+        (status = 200, description = "Alive", body = Status),
+        (status = 400, description = "`invalid_query`: this endpoint takes no parameters", body = Problem, content_type = "application/problem+json"),
+    )
 )]
-pub async fn healthz() -> axum::Json<Status> {
-    axum::Json(Status { status: "ok" })
+pub async fn healthz(_: Params<NoParams>) -> axum::Json<Status> {
+    axum::Json(Status {
+        status: Condition::Ok,
+    })
 }
 
 /// Readiness: both listeners are bound and the hub is not draining. Needs no token.
@@ -51,14 +67,20 @@ pub async fn healthz() -> axum::Json<Status> {
     security(()),
     responses(
         (status = 200, description = "Ready", body = Status),
+        (status = 400, description = "`invalid_query`: this endpoint takes no parameters", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`draining`: shutting down", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>, ApiError> {
+pub async fn readyz(
+    State(state): State<AppState>,
+    _: Params<NoParams>,
+) -> Result<axum::Json<Status>, ApiError> {
     if state.registry.is_shutting_down() {
         return Err(ApiError::Draining);
     }
-    Ok(axum::Json(Status { status: "ready" }))
+    Ok(axum::Json(Status {
+        status: Condition::Ready,
+    }))
 }
 
 /// Prometheus metrics (OpenMetrics text format).
@@ -67,12 +89,16 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>,
     path = "/metrics",
     tag = "operations",
     responses(
-        (status = 200, description = "Metrics in the OpenMetrics text format", body = String,
-         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        // Media type parameters are no part of a content key: the response's
+        // `Content-Type` is `application/openmetrics-text; version=1.0.0; charset=utf-8`.
+        (status = 200, description = "Metrics in the OpenMetrics 1.0.0 text format, UTF-8 \
+                                      (`Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8`)",
+         body = String, content_type = "application/openmetrics-text"),
+        (status = 400, description = "`invalid_query`: this endpoint takes no parameters", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, _: Params<NoParams>) -> Response {
     let content_type =
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
     (
@@ -89,10 +115,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     tag = "operations",
     responses(
         (status = 200, description = "The OpenAPI document", body = Object, content_type = "application/json"),
+        (status = 400, description = "`invalid_query`: this endpoint takes no parameters", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn openapi() -> Response {
+pub async fn openapi(_: Params<NoParams>) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],

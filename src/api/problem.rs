@@ -29,15 +29,73 @@ const ENVELOPE_BYTES: usize = 1024;
 pub struct Problem {
     /// A URI naming the kind of problem: `urn:tcphub:problem:<code>`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^urn:tcphub:problem:[a-z_]+$")]
     pub kind: String,
     /// A short summary of the kind of problem.
     pub title: String,
     /// The HTTP status code.
+    #[schema(minimum = 100, maximum = 599)]
     pub status: u16,
     /// What went wrong with this request.
     pub detail: String,
     /// The machine-readable reason.
-    pub code: String,
+    pub code: ProblemCode,
+}
+
+/// The machine-readable reason of a problem, one per kind of [`ApiError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    /// 404: no live client has the name.
+    ClientNotFound,
+    /// 503: the client's queue is full; nothing was queued.
+    ClientBacklogged,
+    /// 413: the message exceeds `--max-message-bytes`.
+    MessageTooLarge,
+    /// 400: the body could not be read as a send body.
+    InvalidBody,
+    /// 415: neither `application/json` nor `text/plain`.
+    UnsupportedMediaType,
+    /// 400: a query parameter is unknown, malformed or out of range.
+    InvalidQuery,
+    /// 400: a path parameter could not be decoded.
+    InvalidPath,
+    /// 400: a request header is malformed.
+    InvalidHeader,
+    /// 504: the client did not acknowledge the message in time, or disconnected first.
+    AckTimeout,
+    /// 401: missing or wrong bearer token.
+    Unauthorized,
+    /// 503: the hub is shutting down.
+    Draining,
+    /// 404: no such endpoint.
+    NotFound,
+    /// 405: the endpoint does not take this method.
+    MethodNotAllowed,
+    /// 500: a fault inside the hub.
+    Internal,
+}
+
+impl ProblemCode {
+    /// The code as it appears in `code` and at the end of `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemCode::ClientNotFound => "client_not_found",
+            ProblemCode::ClientBacklogged => "client_backlogged",
+            ProblemCode::MessageTooLarge => "message_too_large",
+            ProblemCode::InvalidBody => "invalid_body",
+            ProblemCode::UnsupportedMediaType => "unsupported_media_type",
+            ProblemCode::InvalidQuery => "invalid_query",
+            ProblemCode::InvalidPath => "invalid_path",
+            ProblemCode::InvalidHeader => "invalid_header",
+            ProblemCode::AckTimeout => "ack_timeout",
+            ProblemCode::Unauthorized => "unauthorized",
+            ProblemCode::Draining => "draining",
+            ProblemCode::NotFound => "not_found",
+            ProblemCode::MethodNotAllowed => "method_not_allowed",
+            ProblemCode::Internal => "internal",
+        }
+    }
 }
 
 /// Every way an API request can fail.
@@ -89,52 +147,72 @@ pub enum ApiError {
 
 impl ApiError {
     /// Status, code and title of each kind of error: the one place they are decided.
-    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+    fn parts(&self) -> (StatusCode, ProblemCode, &'static str) {
         match self {
             ApiError::ClientNotFound(_) => (
                 StatusCode::NOT_FOUND,
-                "client_not_found",
+                ProblemCode::ClientNotFound,
                 "Client not found",
             ),
             ApiError::ClientBacklogged(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "client_backlogged",
+                ProblemCode::ClientBacklogged,
                 "Client queue full",
             ),
             ApiError::MessageTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "message_too_large",
+                ProblemCode::MessageTooLarge,
                 "Message too large",
             ),
-            ApiError::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body", "Invalid body"),
+            ApiError::InvalidBody(_) => (
+                StatusCode::BAD_REQUEST,
+                ProblemCode::InvalidBody,
+                "Invalid body",
+            ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ProblemCode::UnsupportedMediaType,
                 "Unsupported media type",
             ),
-            ApiError::InvalidQuery(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_query", "Invalid query")
-            }
-            ApiError::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path", "Invalid path"),
-            ApiError::InvalidHeader(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_header", "Invalid header")
-            }
+            ApiError::InvalidQuery(_) => (
+                StatusCode::BAD_REQUEST,
+                ProblemCode::InvalidQuery,
+                "Invalid query",
+            ),
+            ApiError::InvalidPath(_) => (
+                StatusCode::BAD_REQUEST,
+                ProblemCode::InvalidPath,
+                "Invalid path",
+            ),
+            ApiError::InvalidHeader(_) => (
+                StatusCode::BAD_REQUEST,
+                ProblemCode::InvalidHeader,
+                "Invalid header",
+            ),
             ApiError::AckTimeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
-                "ack_timeout",
+                ProblemCode::AckTimeout,
                 "Not acknowledged in time",
             ),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
-            ApiError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", "Shutting down"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                ProblemCode::Unauthorized,
+                "Unauthorized",
+            ),
+            ApiError::Draining => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProblemCode::Draining,
+                "Shutting down",
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, ProblemCode::NotFound, "Not found"),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ProblemCode::Internal,
                 "Internal error",
             ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ProblemCode::MethodNotAllowed,
                 "Method not allowed",
             ),
         }
@@ -144,11 +222,11 @@ impl ApiError {
     pub fn problem(&self) -> Problem {
         let (status, code, title) = self.parts();
         Problem {
-            kind: format!("urn:tcphub:problem:{code}"),
+            kind: format!("urn:tcphub:problem:{}", code.as_str()),
             title: title.to_owned(),
             status: status.as_u16(),
             detail: self.to_string(),
-            code: code.to_owned(),
+            code,
         }
     }
 
@@ -191,7 +269,8 @@ pub struct SendBody(pub Value);
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"message": {"led": "on"}}))]
 pub struct MessageEnvelope {
-    /// The message to push: any JSON value.
+    /// The message to push: any JSON value. Its size against
+    /// `--max-message-bytes` is the length of its JSON text as sent.
     pub message: Value,
 }
 

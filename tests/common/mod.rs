@@ -313,3 +313,13 @@ impl TestClient {
         self.writer.shutdown().await.expect("shutdown");
     }
 }
+
+/// Panics unless `time` is RFC 3339 UTC with exactly three fraction digits,
+/// like `2026-11-25T18:40:20.080Z`.
+pub fn assert_millis_utc(time: &str) {
+    let shape: String = time
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    assert_eq!(shape, "9999-99-99T99:99:99.999Z", "{time:?}");
+}
