@@ -174,7 +174,9 @@ fn every_problem_code() -> Vec<String> {
             | AckTimeout(_) | Unauthorized | Draining | NotFound | MethodNotAllowed | Internal => {}
         }
     }
-    all.iter().map(|error| error.problem().code).collect()
+    all.iter()
+        .map(|error| error.problem().code.as_str().to_owned())
+        .collect()
 }
 
 #[test]
