@@ -300,7 +300,7 @@ pub enum Command {
     Openapi,
     /// The operator commands (tokens, a device client, the HTTP API).
     #[command(flatten)]
-    Ops(crate::cli::OpsCommand),
+    Ops(Box<crate::cli::OpsCommand>),
 }
 
 /// The flags of the hub itself.

@@ -132,6 +132,8 @@ pub(super) async fn events(args: EventsArgs) -> anyhow::Result<()> {
         request = request.query(&[("types", args.types.join(","))]);
     }
     let mut response = api.send(request).await?;
+    // The hub subscribes the follower before it answers: from here on, nothing is missed.
+    eprintln!("following {}", response.url());
     let mut stream = output::SseLines::default();
     loop {
         let chunk = response.chunk().await.map_err(|err| api.unreachable(err))?;
