@@ -22,6 +22,8 @@ use crate::config::HostPort;
 
 /// The first pause before reconnecting.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest a connect, or a TLS handshake, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest pause before reconnecting.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -105,7 +107,11 @@ fn sync_frame(args: &ClientArgs) -> String {
 
 /// One connection, from connect to close.
 async fn session(args: &ClientArgs, tls: Option<&TlsConnector>, sync: &str) -> Ended {
-    let stream = match TcpStream::connect((args.connect.host(), args.connect.port())).await {
+    let connecting = TcpStream::connect((args.connect.host(), args.connect.port()));
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+    let stream = match connected {
         Ok(stream) => stream,
         Err(err) => {
             let err =
@@ -139,8 +145,9 @@ async fn handshake(
 ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let name = ServerName::try_from(hub.host().to_owned())
         .with_context(|| format!("{} is not a valid TLS server name", hub.host()))?;
-    tls.connect(name, stream)
+    tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream))
         .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
         .with_context(|| format!("TLS handshake with {hub} failed"))
 }
 
