@@ -301,6 +301,9 @@ pub enum Command {
     Healthcheck,
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// The operator commands (tokens, a device client, the HTTP API).
+    #[command(flatten)]
+    Ops(Box<crate::cli::OpsCommand>),
 }
 
 /// The flags of the hub itself.

@@ -15,12 +15,15 @@
 //! - [`api`]: the HTTP API over the registry, including the event stream.
 //! - [`webhooks`]: events POSTed in signed batches to configured URLs.
 //! - [`Hub`]: wires them together and runs both listeners until shutdown.
+//! - [`cli`]: the operator subcommands of the binary (tokens, a device client,
+//!   the HTTP API from the shell).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod acks;
 pub mod api;
+pub mod cli;
 pub mod client_auth;
 pub mod codec;
 pub mod config;

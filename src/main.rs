@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             Some(Command::Healthcheck) => {
                 healthcheck::probe(&cli.run.http_addr, cli.run.tls_cert.as_deref()).await
             }
+            Some(Command::Ops(command)) => tcphub::cli::run(*command).await,
             None => run(cli.run).await,
         }
     });
