@@ -33,7 +33,13 @@ const FEED_PATH: &str = "/dashboard/feed.js";
 const STYLESHEET_PATH: &str = "/dashboard/style.css";
 
 /// Every path [`routes`] serves. None holds data, so the API's bearer auth lets them through.
-pub const PATHS: [&str; 5] = [PAGE_PATH, SCRIPT_PATH, CHART_PATH, FEED_PATH, STYLESHEET_PATH];
+pub const PATHS: [&str; 5] = [
+    PAGE_PATH,
+    SCRIPT_PATH,
+    CHART_PATH,
+    FEED_PATH,
+    STYLESHEET_PATH,
+];
 
 /// The dashboard's routes: the page, its script modules and its stylesheet.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
