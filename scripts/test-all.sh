@@ -14,6 +14,9 @@ cargo test --all-targets
 step "dashboard in headless Chromium"
 TCPHUB_BIN="${CARGO_TARGET_DIR:-target}/debug/tcphub" tests/e2e/run.sh
 
+step "monitoring: alert rules (promtool) and every metric they and the Grafana dashboard use"
+scripts/monitoring-check.sh
+
 step "HTTP API fuzzed from its OpenAPI contract (schemathesis)"
 scripts/schemathesis.sh
 

@@ -1,4 +1,4 @@
-//! The operator dashboard: `GET /` and its script and stylesheet, embedded in the binary.
+//! The operator dashboard: `GET /`, its scripts and its stylesheet, embedded in the binary.
 //!
 //! The files are static and hold no data: the page reads and drives the hub through the
 //! same HTTP API as any other caller, with the same bearer token, so these routes need
@@ -14,6 +14,8 @@ use axum::routing::get;
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
+const CHART_JS: &str = include_str!("dashboard/chart.js");
+const FEED_JS: &str = include_str!("dashboard/feed.js");
 const STYLE_CSS: &str = include_str!("dashboard/style.css");
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -26,16 +28,26 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'sel
 
 const PAGE_PATH: &str = "/";
 const SCRIPT_PATH: &str = "/dashboard/app.js";
+const CHART_PATH: &str = "/dashboard/chart.js";
+const FEED_PATH: &str = "/dashboard/feed.js";
 const STYLESHEET_PATH: &str = "/dashboard/style.css";
 
 /// Every path [`routes`] serves. None holds data, so the API's bearer auth lets them through.
-pub const PATHS: [&str; 3] = [PAGE_PATH, SCRIPT_PATH, STYLESHEET_PATH];
+pub const PATHS: [&str; 5] = [
+    PAGE_PATH,
+    SCRIPT_PATH,
+    CHART_PATH,
+    FEED_PATH,
+    STYLESHEET_PATH,
+];
 
-/// The dashboard's routes: the page, its script and its stylesheet.
+/// The dashboard's routes: the page, its script modules and its stylesheet.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(PAGE_PATH, get(index))
-        .route(SCRIPT_PATH, get(script))
+        .route(SCRIPT_PATH, get(|| script(APP_JS)))
+        .route(CHART_PATH, get(|| script(CHART_JS)))
+        .route(FEED_PATH, get(|| script(FEED_JS)))
         .route(STYLESHEET_PATH, get(stylesheet))
 }
 
@@ -46,8 +58,8 @@ async fn index() -> impl IntoResponse {
     )
 }
 
-async fn script() -> impl IntoResponse {
-    asset(JAVASCRIPT, APP_JS)
+async fn script(body: &'static str) -> impl IntoResponse {
+    asset(JAVASCRIPT, body)
 }
 
 async fn stylesheet() -> impl IntoResponse {
@@ -84,7 +96,13 @@ mod tests {
 
     #[tokio::test]
     async fn each_file_is_served_with_its_type_and_no_cache() {
-        let served = [(HTML, INDEX_HTML), (JAVASCRIPT, APP_JS), (CSS, STYLE_CSS)];
+        let served = [
+            (HTML, INDEX_HTML),
+            (JAVASCRIPT, APP_JS),
+            (JAVASCRIPT, CHART_JS),
+            (JAVASCRIPT, FEED_JS),
+            (CSS, STYLE_CSS),
+        ];
         for (path, (content_type, body)) in PATHS.into_iter().zip(served) {
             let (status, headers, served) = fetch(path).await;
             assert_eq!(status, StatusCode::OK, "{path}");
@@ -99,7 +117,10 @@ mod tests {
     async fn the_page_loads_only_its_own_files() {
         let (_, headers, page) = fetch("/").await;
         assert_eq!(headers[CONTENT_SECURITY_POLICY], PAGE_POLICY);
-        assert!(page.contains(r#"<script src="/dashboard/app.js" defer></script>"#));
+        assert!(page.contains(r#"<script type="module" src="/dashboard/app.js"></script>"#));
+        for module in ["./chart.js", "./feed.js"] {
+            assert!(APP_JS.contains(&format!("from '{module}';")), "{module}");
+        }
         assert!(page.contains(r#"<link rel="stylesheet" href="/dashboard/style.css">"#));
         assert!(
             !page.contains("http://") && !page.contains("https://"),

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Hub, TcpClient, enterToken, launchBrowser, newPage, openDashboard } from './support.mjs';
+import { TcpClient, enterToken, launchBrowser, newPage, openDashboard, rowFor, withHub } from './support.mjs';
 
 const TOKEN = 'e2e-secret-token';
 /** Page time after an event by which the table must have been re-read (app.js waits 100 ms). */
@@ -13,22 +13,6 @@ let browser;
 before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
 
-/** Runs `body` against a hub of its own, stopping the hub and its clients afterwards. */
-async function withHub(options, body) {
-  const hub = await Hub.start(options);
-  const clients = [];
-  try {
-    await body(hub, clients);
-  } catch (error) {
-    error.message += `\n--- tcphub log ---\n${hub.log}`;
-    throw error;
-  } finally {
-    for (const client of clients) client.close();
-    await hub.stop();
-  }
-}
-
-const rowFor = (page, name) => page.locator(`#clients-body tr.client-row[data-name="${name}"]`);
 
 test('asks for the token once, keeps it for the tab, and never puts it in a URL', () =>
   withHub({ token: TOKEN }, async (hub) => {

@@ -19,4 +19,4 @@ fi
 
 cd "$e2e_dir"
 npm ci --no-audit --no-fund
-node --test --test-reporter=spec --test-reporter-destination=stdout dashboard.test.mjs
+node --test --test-reporter=spec --test-reporter-destination=stdout ./*.test.mjs

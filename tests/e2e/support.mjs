@@ -84,6 +84,37 @@ export class Hub {
     return fetch(`${this.url}${path}`, { ...init, headers });
   }
 
+  /** The hub's own figures: metric name -> value, summed over label sets. */
+  async metrics() {
+    const text = await (await this.fetch('/metrics')).text();
+    const totals = new Map();
+    for (const line of text.split('\n')) {
+      const match = /^([a-z_]+)(?:\{[^}]*\})? (\S+)$/.exec(line);
+      if (match) totals.set(match[1], (totals.get(match[1]) ?? 0) + Number(match[2]));
+    }
+    return totals;
+  }
+
+  /**
+   * Resolves once every metric in `wanted` ({ name: value }) has that value. The hub counts
+   * a written frame just after the write, so a client may read it a moment before.
+   */
+  async metricsReach(wanted) {
+    let expired = false;
+    const reached = (async () => {
+      while (!expired) {
+        const totals = await this.metrics();
+        if (Object.entries(wanted).every(([name, value]) => totals.get(name) === value)) return;
+      }
+    })();
+    reached.catch(() => {}); // a late failure, after the wait has expired, is not news
+    try {
+      await patiently(reached, `metrics ${JSON.stringify(wanted)}`);
+    } finally {
+      expired = true;
+    }
+  }
+
   async stop() {
     if (this.child.exitCode === null) {
       this.child.kill('SIGTERM');
@@ -99,6 +130,24 @@ function parseLogRecord(line) {
     return null;
   }
 }
+
+/** Runs `body` against a hub of its own, stopping the hub and its clients afterwards. */
+export async function withHub(options, body) {
+  const hub = await Hub.start(options);
+  const clients = [];
+  try {
+    await body(hub, clients);
+  } catch (error) {
+    error.message += `\n--- tcphub log ---\n${hub.log}`;
+    throw error;
+  } finally {
+    for (const client of clients) client.close();
+    await hub.stop();
+  }
+}
+
+/** The clients table's row for the client named `name`. */
+export const rowFor = (page, name) => page.locator(`#clients-body tr.client-row[data-name="${name}"]`);
 
 /** A raw TCP client speaking the hub's line-delimited JSON protocol. */
 export class TcpClient {

@@ -1,7 +1,8 @@
 // The tcphub dashboard's behaviour: follows the hub through its HTTP API (GET /clients,
 // GET /events, GET /metrics), drives it (send, broadcast, kick), and asks for the API
-// token when the hub wants one. Plain browser JavaScript: no framework, no build step.
-'use strict';
+// token when the hub wants one. Plain browser JavaScript modules: no framework, no build step.
+import { drawChart } from './chart.js';
+import { EventFeed } from './feed.js';
 
 const PAGE_SIZE = 50;
 const TICK_MS = 500;
@@ -17,12 +18,16 @@ const RECONNECT_MIN_MS = 1000;
 const RECONNECT_MAX_MS = 30000;
 const KICK_CONFIRM_MS = 4000;
 const TOKEN_KEY = 'tcphub.apiToken';
-// Only events that change rows or drop counts: per-message events could outnumber them a
-// thousandfold, and the counters they would update are re-read every LIVE_REFRESH_MS anyway.
-const FOLLOWED_EVENTS = 'client.connected,client.named,client.disconnected,message.dropped';
+// What the feed shows. Acks are left out: one per pushed message, they would bury the rest.
+const FOLLOWED_EVENTS = 'client.connected,client.named,client.message,client.disconnected,message.dropped';
 const DROP_EVENT = 'message.dropped';
+const MESSAGE_EVENT = 'client.message';
+const METRIC_CONNECTED = 'tcphub_clients_connected';
+const METRIC_FRAMES_IN = 'tcphub_frames_in_total';
 const METRIC_FRAMES_OUT = 'tcphub_frames_out_total';
 const METRIC_DROPPED = 'tcphub_messages_dropped_total';
+const CHART_WINDOW_MS = 15 * 60 * 1000;
+const PANEL_MESSAGES = 50;
 
 const $ = (id) => document.getElementById(id);
 const numberFormat = new Intl.NumberFormat('en-US');
@@ -38,8 +43,14 @@ const hub = {
 };
 const refresh = { timer: null, due: Infinity, running: false, again: false, lastAt: 0 };
 let figuresAt = 0;
-let framesOutSample = null;
+// One sample per figures refresh: { at, connected, in, out }, null where nothing is known.
+const samples = [];
+let counterSample = null;
+const feed = new EventFeed($('feed-list'), $('feed-status'));
 let eventsAbort = null;
+let lastEventId = null;
+// The client detail panel: which client, the stream of its info messages, the newest shown.
+const panel = { id: null, name: null, abort: null, newestId: 0 };
 let unlockWaiters = [];
 let sendRow = null;
 
@@ -111,6 +122,7 @@ function lock(reason) {
   if (hub.locked) return;
   hub.locked = true;
   eventsAbort?.abort();
+  closePanel();
   $('workspace').hidden = true;
   $('token-panel').hidden = false;
   $('token-input').focus();
@@ -254,6 +266,8 @@ function renderClients(page) {
   }
   $('clients-empty').hidden = page.clients.length > 0;
   renderPager();
+  const shown = panel.id && clientById(panel.id);
+  if (shown) updatePanel(shown);
 }
 
 function createClientRow(id) {
@@ -271,6 +285,7 @@ function createClientRow(id) {
     <td class="num queue"></td>
     <td class="num dropped"></td>
     <td class="actions">
+      <button type="button" class="small" data-action="details">Details</button>
       <button type="button" class="small" data-action="send">Send</button>
       <button type="button" class="small danger" data-action="kick">Kick</button>
     </td>`;
@@ -296,7 +311,7 @@ function updateClientRow(row, client) {
   set('.bytes', `${formatBytes(client.bytesIn)} / ${formatBytes(client.bytesOut)}`);
   set('.queue', numberFormat.format(client.queueLen));
   set('.dropped', numberFormat.format(client.dropped)).classList.toggle('alert', client.dropped > 0);
-  for (const button of row.querySelectorAll('button[data-action]')) {
+  for (const button of row.querySelectorAll('button[data-action=send], button[data-action=kick]')) {
     button.disabled = client.name === null;
     button.title = client.name === null ? 'Unnamed clients cannot be addressed by name' : '';
   }
@@ -448,17 +463,53 @@ async function refreshFigures() {
   show('figure-named', named, numberFormat.format);
   const totals = metrics.status === 'fulfilled' ? metrics.value : new Map();
   show('figure-dropped', { status: 'fulfilled', value: totals.get(METRIC_DROPPED) }, numberFormat.format);
-  show('figure-rate', { status: 'fulfilled', value: framesOutRate(totals.get(METRIC_FRAMES_OUT)) },
-    rateFormat.format);
+  const sample = recordSample(totals);
+  show('figure-rate', { status: 'fulfilled', value: sample.out ?? undefined }, rateFormat.format);
 }
 
-function framesOutRate(framesOut) {
-  if (framesOut === undefined) return undefined;
-  const now = performance.now();
-  const previous = framesOutSample;
-  framesOutSample = { framesOut, at: now };
-  if (!previous || framesOut < previous.framesOut) return undefined;
-  return ((framesOut - previous.framesOut) * 1000) / (now - previous.at);
+// ---- charts --------------------------------------------------------------------------
+
+/** Adds a sample for the charts from the hub's metrics (empty when they could not be read). */
+function recordSample(totals) {
+  const clock = performance.now();
+  const framesIn = totals.get(METRIC_FRAMES_IN);
+  const framesOut = totals.get(METRIC_FRAMES_OUT);
+  const previous = counterSample;
+  counterSample = framesIn === undefined || framesOut === undefined ? null : { framesIn, framesOut, clock };
+  // A counter that went down belongs to a restarted hub: no rate across that.
+  const rate = (now, before) => (previous && counterSample && now >= before && clock > previous.clock
+    ? ((now - before) * 1000) / (clock - previous.clock) : null);
+  const sample = {
+    at: Date.now(),
+    connected: totals.get(METRIC_CONNECTED) ?? null,
+    in: rate(framesIn, previous?.framesIn),
+    out: rate(framesOut, previous?.framesOut),
+  };
+  samples.push(sample);
+  while (samples[0].at < sample.at - CHART_WINDOW_MS) samples.shift();
+  drawCharts(sample.at);
+  return sample;
+}
+
+function drawCharts(now) {
+  const points = (key) => samples.map((sample) => ({ at: sample.at, value: sample[key] }));
+  const charts = [
+    ['chart-clients', ['connected'], (value) => numberFormat.format(Math.round(value))],
+    ['chart-messages', ['in', 'out'], rateFormat.format],
+  ];
+  for (const [id, keys, format] of charts) {
+    const figure = $(id);
+    drawChart(figure.querySelector('svg'), {
+      series: keys.map((key) => ({ key, points: points(key) })),
+      windowMs: CHART_WINDOW_MS,
+      now,
+      format,
+    });
+    for (const key of keys) {
+      const latest = samples.at(-1)[key];
+      figure.querySelector(`[data-latest-of="${key}"]`).textContent = latest === null ? '–' : format(latest);
+    }
+  }
 }
 
 // ---- live events ---------------------------------------------------------------------
@@ -469,6 +520,7 @@ class EventStreamParser {
     this.onEvent = onEvent;
     this.buffer = '';
     this.type = '';
+    this.id = null;
     this.data = [];
   }
 
@@ -483,8 +535,9 @@ class EventStreamParser {
 
   line(line) {
     if (line === '') {
-      if (this.data.length > 0) this.onEvent({ type: this.type || 'message', data: this.data.join('\n') });
+      if (this.data.length > 0) this.onEvent({ type: this.type || 'message', id: this.id, data: this.data.join('\n') });
       this.type = '';
+      this.id = null;
       this.data = [];
       return;
     }
@@ -494,6 +547,7 @@ class EventStreamParser {
     let value = colon === -1 ? '' : line.slice(colon + 1);
     if (value.startsWith(' ')) value = value.slice(1);
     if (field === 'event') this.type = value;
+    else if (field === 'id') this.id = value;
     else if (field === 'data') this.data.push(value);
   }
 }
@@ -508,17 +562,17 @@ async function followEvents() {
   for (;;) {
     await whenUnlocked();
     eventsAbort = new AbortController();
+    // After a drop, resume where the stream left off, so the feed has no hole.
+    const headers = { Accept: 'text/event-stream' };
+    if (lastEventId !== null) headers['Last-Event-ID'] = lastEventId;
     try {
-      const response = await api(`/events?types=${FOLLOWED_EVENTS}`, {
-        headers: { Accept: 'text/event-stream' },
-        signal: eventsAbort.signal,
-      });
+      const response = await api(`/events?types=${FOLLOWED_EVENTS}`, { headers, signal: eventsAbort.signal });
       const type = response.headers.get('Content-Type') ?? '';
       if (response.ok && type.startsWith('text/event-stream')) {
         setStreamLive(true);
         backoff = RECONNECT_MIN_MS;
         scheduleRefresh(0); // whatever happened before the stream opened
-        await readEvents(response.body);
+        await readEvents(response.body, onHubEvent);
       } else {
         await response.body?.cancel();
         if (response.status === 404) backoff = RECONNECT_MAX_MS;
@@ -535,8 +589,8 @@ async function followEvents() {
   }
 }
 
-async function readEvents(body) {
-  const parser = new EventStreamParser(onHubEvent);
+async function readEvents(body, onEvent) {
+  const parser = new EventStreamParser(onEvent);
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   for (;;) {
     const { value, done } = await reader.read();
@@ -546,17 +600,138 @@ async function readEvents(body) {
 }
 
 /** Rows change with every followed event, and after `events.missed` nothing is known: re-read. */
-function onHubEvent(event) {
+function onHubEvent(sse) {
   const badge = $('connection-state');
-  badge.dataset.lastEvent = event.type;
-  badge.title = `Following GET /events; last event: ${event.type} at ${new Date().toLocaleTimeString()}`;
-  scheduleRefresh(event.type === DROP_EVENT ? TRAFFIC_DEBOUNCE_MS : MEMBERSHIP_DEBOUNCE_MS);
+  badge.dataset.lastEvent = sse.type;
+  badge.title = `Following GET /events; last event: ${sse.type} at ${new Date().toLocaleTimeString()}`;
+  if (sse.id !== null) lastEventId = sse.id;
+  const event = parseEvent(sse);
+  if (event) {
+    feed.add(event);
+    panelSees(event);
+  }
+  const traffic = sse.type === DROP_EVENT || sse.type === MESSAGE_EVENT;
+  scheduleRefresh(traffic ? TRAFFIC_DEBOUNCE_MS : MEMBERSHIP_DEBOUNCE_MS);
+}
+
+function parseEvent(sse) {
+  try {
+    return JSON.parse(sse.data);
+  } catch {
+    return null;
+  }
 }
 
 function setStreamLive(live) {
   if (hub.streamLive === live) return;
   hub.streamLive = live;
   showState();
+}
+
+// ---- the client detail panel ---------------------------------------------------------
+
+function openPanel(row) {
+  const client = clientById(row.dataset.id);
+  if (!client) return;
+  closePanel();
+  panel.id = client.id;
+  panel.name = client.name;
+  const element = $('client-panel');
+  element.dataset.id = client.id;
+  element.hidden = false;
+  $('panel-title').textContent = client.name ?? 'Unnamed client';
+  showPanelState('Connected', false);
+  updatePanel(client);
+  followPanelMessages(0);
+  element.scrollIntoView({ block: 'nearest' });
+}
+
+function closePanel() {
+  panel.abort?.abort();
+  Object.assign(panel, { id: null, name: null, abort: null, newestId: 0 });
+  $('client-panel').hidden = true;
+  delete $('client-panel').dataset.id;
+  $('panel-messages').replaceChildren();
+  $('panel-messages-empty').hidden = false;
+}
+
+function updatePanel(client) {
+  const field = (name) => $('client-panel').querySelector(`[data-field="${name}"]`);
+  field('id').textContent = client.id;
+  field('peer').textContent = client.peer;
+  setTime(field('connectedAt'), client.connectedAt);
+  setTime(field('lastActiveAt'), client.lastActiveAt);
+  for (const name of ['framesIn', 'framesOut', 'queueLen', 'dropped']) {
+    field(name).textContent = numberFormat.format(client[name]);
+  }
+  field('bytesIn').textContent = formatBytes(client.bytesIn);
+  field('bytesOut').textContent = formatBytes(client.bytesOut);
+  field('dropped').classList.toggle('alert', client.dropped > 0);
+}
+
+function showPanelState(text, gone) {
+  const state = $('panel-state');
+  state.textContent = text;
+  state.classList.toggle('gone', gone);
+}
+
+/**
+ * A named client's info messages come from a stream of their own, which starts with what
+ * the hub's event buffer still holds after event `after`; an unnamed one's come from the
+ * page's stream (the hub filters only by name).
+ */
+async function followPanelMessages(after) {
+  panel.abort?.abort();
+  panel.abort = null;
+  if (panel.name === null) return;
+  const abort = new AbortController();
+  panel.abort = abort;
+  const query = new URLSearchParams({ types: MESSAGE_EVENT, name: panel.name });
+  try {
+    const response = await api(`/events?${query}`, {
+      headers: { Accept: 'text/event-stream', 'Last-Event-ID': String(after) },
+      signal: abort.signal,
+    });
+    if (!response.ok) return await response.body?.cancel();
+    await readEvents(response.body, (sse) => {
+      const event = parseEvent(sse);
+      if (event?.type === MESSAGE_EVENT) addPanelMessage(event);
+    });
+  } catch {
+    // Closed, aborted or unreachable: the panel keeps what it has.
+  }
+}
+
+/** Events about the open panel's client on the page's own stream. */
+function panelSees(event) {
+  if (event.clientId !== panel.id || panel.id === null) return;
+  if (event.type === 'client.disconnected') {
+    showPanelState(`Disconnected · ${event.reason}`, true);
+  } else if (event.type === 'client.named') {
+    panel.name = event.name;
+    $('panel-title').textContent = event.name;
+    followPanelMessages(event.id);
+  } else if (event.type === MESSAGE_EVENT && panel.abort === null) {
+    addPanelMessage(event);
+  }
+}
+
+function addPanelMessage(event) {
+  // Earlier sessions under the same name are not this client's.
+  if (event.clientId !== panel.id || event.id <= panel.newestId) return;
+  panel.newestId = event.id;
+  const item = document.createElement('li');
+  item.dataset.eventId = event.id;
+  const time = document.createElement('time');
+  time.dateTime = event.time;
+  time.textContent = new Date(event.time).toLocaleTimeString('en-GB', { hour12: false });
+  const body = document.createElement('code');
+  body.textContent = JSON.stringify(event.message);
+  item.append(time, body);
+  const list = $('panel-messages');
+  list.prepend(item);
+  while (list.childElementCount > PANEL_MESSAGES) list.lastElementChild.remove();
+  $('panel-messages-empty').hidden = true;
 }
 
 // ---- time and size formatting --------------------------------------------------------
@@ -653,11 +828,23 @@ function wire() {
     scheduleRefresh(0);
   });
 
+  $('panel-close').addEventListener('click', closePanel);
+  $('feed-pause').addEventListener('click', (event) => {
+    const paused = !feed.paused;
+    feed.setPaused(paused);
+    event.target.setAttribute('aria-pressed', String(paused));
+    event.target.textContent = paused ? 'Resume' : 'Pause';
+  });
+  $('feed-types').addEventListener('change', (event) => {
+    feed.setShown(event.target.dataset.type, event.target.checked);
+  });
+
   $('clients-body').addEventListener('click', (event) => {
     const button = event.target.closest('button[data-action]');
     if (!button) return;
     const row = button.closest('tr.client-row');
-    if (button.dataset.action === 'send') openSendRow(row);
+    if (button.dataset.action === 'details') openPanel(row);
+    else if (button.dataset.action === 'send') openSendRow(row);
     else if (button.dataset.action === 'kick') kick(button, row);
   });
 }
