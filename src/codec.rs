@@ -5,9 +5,15 @@
 //! ends (tracking nesting and strings), so every byte is scanned once however the
 //! stream is cut; serde_json then parses the complete value. The decoder holds no
 //! buffer between frames: only the unfinished tail of a frame is kept, and the
-//! allocation is released as soon as that frame completes.
+//! allocation is released as soon as that frame completes. A value nested deeper
+//! than serde_json parses is refused as soon as the scanner sees it, so it is
+//! never buffered.
 
 use serde_json::Value;
+
+/// Deepest nesting of arrays and objects that serde_json parses; one level more
+/// is its "recursion limit exceeded".
+pub const MAX_DEPTH: u32 = 127;
 
 /// One outcome of decoding.
 #[derive(Debug, PartialEq)]
@@ -79,6 +85,12 @@ impl FrameDecoder {
         self.pending.len()
     }
 
+    /// Drops the unfinished frame and stops decoding, as after [`Decoded::TooLarge`].
+    pub fn give_up(&mut self) {
+        self.too_large = true;
+        self.pending = Vec::new();
+    }
+
     /// Decodes what `data` holds and returns how many bytes were consumed; the
     /// rest starts an unfinished frame.
     fn decode(&mut self, data: &[u8], on: &mut impl FnMut(Decoded)) -> usize {
@@ -102,13 +114,23 @@ impl FrameDecoder {
             if frame.is_empty() {
                 return start;
             }
-            let Some(len) = self.scan.find_end(frame) else {
-                if frame.len() > self.max_frame_bytes {
+            let len = match self.scan.find_end(frame) {
+                End::Complete(len) => len,
+                End::TooDeep(at) => {
+                    self.scan = Scan::default();
+                    self.skipping = true;
+                    on(Decoded::InvalidJson(format!(
+                        "recursion limit exceeded: nested deeper than {MAX_DEPTH} levels"
+                    )));
+                    start += at + 1;
+                    continue;
+                }
+                End::Unfinished if frame.len() > self.max_frame_bytes => {
                     self.too_large = true;
                     on(Decoded::TooLarge);
                     return data.len();
                 }
-                return start;
+                End::Unfinished => return start,
             };
             self.scan = Scan::default();
             if len > self.max_frame_bytes {
@@ -128,6 +150,16 @@ impl FrameDecoder {
     }
 }
 
+/// Where the scanner found the current value to end.
+enum End {
+    /// The value is this many bytes long.
+    Complete(usize),
+    /// The value opens one level more than [`MAX_DEPTH`] at this offset.
+    TooDeep(usize),
+    /// More bytes are needed.
+    Unfinished,
+}
+
 /// Where the scanner is inside the current value, kept across reads so that no
 /// byte is scanned twice.
 #[derive(Debug, Default)]
@@ -144,12 +176,12 @@ impl Scan {
         self.scanned == 0
     }
 
-    /// The length of the value that starts at `frame[0]`, once it is complete.
+    /// Where the value that starts at `frame[0]` ends, once it is complete.
     ///
     /// Objects, arrays and strings end at their closing byte; any other value ends
     /// at the next whitespace or structural byte. Whether the value is valid JSON is
-    /// left to the parser.
-    fn find_end(&mut self, frame: &[u8]) -> Option<usize> {
+    /// left to the parser, except for nesting the parser would refuse.
+    fn find_end(&mut self, frame: &[u8]) -> End {
         let first = frame[0];
         let is_scalar = !matches!(first, b'{' | b'[' | b'"');
         if is_scalar {
@@ -158,11 +190,11 @@ impl Scan {
                 .skip(self.scanned)
                 .position(|&b| b.is_ascii_whitespace() || b"{}[],:\"".contains(&b));
             return match end.map(|offset| self.scanned + offset) {
-                Some(0) => Some(1),
-                Some(end) => Some(end),
+                Some(0) => End::Complete(1),
+                Some(end) => End::Complete(end),
                 None => {
                     self.scanned = frame.len();
-                    None
+                    End::Unfinished
                 }
             };
         }
@@ -175,25 +207,30 @@ impl Scan {
                 } else if byte == b'"' {
                     self.in_string = false;
                     if self.depth == 0 {
-                        return Some(at + 1);
+                        return End::Complete(at + 1);
                     }
                 }
                 continue;
             }
             match byte {
                 b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    if self.depth > MAX_DEPTH {
+                        return End::TooDeep(at);
+                    }
+                }
                 b'}' | b']' => {
                     self.depth = self.depth.saturating_sub(1);
                     if self.depth == 0 {
-                        return Some(at + 1);
+                        return End::Complete(at + 1);
                     }
                 }
                 _ => {}
             }
         }
         self.scanned = frame.len();
-        None
+        End::Unfinished
     }
 }
 
@@ -294,6 +331,41 @@ mod tests {
         let out = decode_in_chunks(deep.as_bytes(), 1000, 65536);
         assert!(matches!(out[0], Decoded::InvalidJson(_)), "{out:?}");
         assert_eq!(out[1], Decoded::Frame(json!({"type":"ping"})));
+    }
+
+    #[test]
+    fn nesting_is_accepted_up_to_the_parsers_limit_and_refused_at_once_past_it() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let deepest: Value = serde_json::from_str(&nested(MAX_DEPTH as usize)).unwrap();
+        assert_eq!(
+            decode_in_chunks(nested(MAX_DEPTH as usize).as_bytes(), 7, 65536),
+            frames(&[deepest])
+        );
+        assert!(serde_json::from_str::<Value>(&nested(MAX_DEPTH as usize + 1)).is_err());
+        // Refused before the value ends and before any newline: nothing is kept.
+        let mut decoder = FrameDecoder::new(65536);
+        let mut out = Vec::new();
+        decoder.feed("[".repeat(10_000).as_bytes(), |d| out.push(d));
+        assert_eq!(
+            out,
+            vec![Decoded::InvalidJson(
+                "recursion limit exceeded: nested deeper than 127 levels".into()
+            )]
+        );
+        assert_eq!(decoder.pending_len(), 0);
+        decoder.feed(b"]]]\n{\"type\":\"ping\"}", |d| out.push(d));
+        assert_eq!(out[1..], frames(&[json!({"type":"ping"})]));
+    }
+
+    #[test]
+    fn giving_up_drops_the_unfinished_frame_and_reports_nothing_more() {
+        let mut decoder = FrameDecoder::new(100);
+        decoder.feed(b"{\"type\":", |_| {});
+        decoder.give_up();
+        assert_eq!(decoder.pending.capacity(), 0);
+        let mut out = Vec::new();
+        decoder.feed(b"\"ping\"}{\"type\":\"ping\"}", |d| out.push(d));
+        assert_eq!(out, vec![]);
     }
 
     #[test]

@@ -12,6 +12,8 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::throttle::InboundRate;
+
 /// Everything the hub needs to know to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -55,6 +57,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// How fast each TCP client may send frames and bytes.
+    pub client_rate: InboundRate,
+    /// Most bytes held in unfinished inbound frames across all connections.
+    pub max_pending_bytes: usize,
 }
 
 impl Default for Config {
@@ -80,6 +86,12 @@ impl Default for Config {
             client_secret: None,
             tls_cert: None,
             tls_key: None,
+            client_rate: InboundRate {
+                frames_per_sec: 1000,
+                bytes_per_sec: 1 << 20,
+                burst: Duration::from_secs(10),
+            },
+            max_pending_bytes: 64 << 20,
         }
     }
 }
@@ -130,6 +142,7 @@ impl Config {
             ("--max-clients", self.max_clients),
             ("--queue-capacity", self.queue_capacity),
             ("--event-buffer", self.event_buffer),
+            ("--max-pending-bytes", self.max_pending_bytes),
         ];
         if let Some((flag, _)) = positive.into_iter().find(|&(_, value)| value == 0) {
             return Err(ConfigError::Zero(flag));
@@ -385,6 +398,20 @@ pub struct RunArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "TCPHUB_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Frames a second each TCP client may send (0 = unlimited); past it, its
+    /// socket is not read until the rate allows.
+    #[arg(long, env = "TCPHUB_CLIENT_RATE_FRAMES", default_value_t = 1000)]
+    pub client_rate_frames: u64,
+    /// Bytes a second each TCP client may send (0 = unlimited).
+    #[arg(long, env = "TCPHUB_CLIENT_RATE_BYTES", default_value_t = 1 << 20)]
+    pub client_rate_bytes: u64,
+    /// Seconds of either rate a quiet client may save up and send at once.
+    #[arg(long, env = "TCPHUB_CLIENT_RATE_BURST", default_value_t = 10)]
+    pub client_rate_burst: u64,
+    /// Most bytes held in unfinished frames across all TCP clients; a client
+    /// whose unfinished frame would pass it gets `bye` `frame_too_large`.
+    #[arg(long, env = "TCPHUB_MAX_PENDING_BYTES", default_value_t = 64 << 20)]
+    pub max_pending_bytes: usize,
 }
 
 impl RunArgs {
@@ -413,6 +440,12 @@ impl RunArgs {
             client_secret: self.client_secret.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            client_rate: InboundRate {
+                frames_per_sec: self.client_rate_frames,
+                bytes_per_sec: self.client_rate_bytes,
+                burst: seconds(self.client_rate_burst),
+            },
+            max_pending_bytes: self.max_pending_bytes,
         }
     }
 }
@@ -516,6 +549,8 @@ mod tests {
         assert_eq!(from_cli.idle_timeout, None);
         assert_eq!(from_cli.shutdown_grace, default.shutdown_grace);
         assert_eq!(from_cli.event_buffer, default.event_buffer);
+        assert_eq!(from_cli.client_rate, default.client_rate);
+        assert_eq!(from_cli.max_pending_bytes, default.max_pending_bytes);
     }
 
     #[test]

@@ -6,10 +6,15 @@
 //! a connection (kick, rename, full queue, idle, shutdown, oversize frame) is a
 //! `bye` queued on the outbox, so this task has one way out: flush, within the
 //! grace period, then close.
+//!
+//! Reading is bounded twice: after [`READS_PER_WAKE`] reads the task yields to
+//! the others on its worker, and a client past its rate (see [`crate::throttle`])
+//! is not read again until the rate allows, holding a timer only meanwhile.
 
 use std::future::poll_fn;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -18,7 +23,7 @@ use futures_util::future::Either;
 use serde_json::Value;
 use socket2::SockRef;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 use tracing::{debug, info};
 
 use crate::codec::{Decoded, FrameDecoder};
@@ -26,11 +31,13 @@ use crate::protocol::{
     ByeReason, ClientFrame, ErrorCode, FrameError, HubFrame, PONG_LINE, validate_name,
 };
 use crate::registry::{Admission, Client, Registration, Registry, SyncError};
+use crate::throttle::Budget;
 use bytes::Bytes;
 
 /// Bytes read from the socket per read call (a stack buffer, not held while idle).
 const READ_CHUNK: usize = 8192;
-/// Reads per wake-up before yielding to other connections.
+/// Reads per wake-up before yielding to other connections (tokio's own budget
+/// would allow over a hundred times as many).
 const READS_PER_WAKE: usize = 8;
 /// How long a closing connection waits for the client to close its side, so the
 /// kernel does not reset the connection before the client has read the `bye`.
@@ -87,6 +94,9 @@ async fn read_and_flush(registry: &Registry, client: &Arc<Client>) -> io::Result
     let mut decoder: Option<Box<FrameDecoder>> = None;
     // True while queued frames wait for the socket to accept more bytes.
     let mut blocked = false;
+    let mut budget: Option<Budget> = None;
+    // Set while the client is past its rate: the socket is not read until it fires.
+    let mut throttled: Option<Pin<Box<Sleep>>> = None;
     while client.outbox().closing().is_none() {
         // Polling readiness directly (rather than selecting over futures) keeps
         // an idle connection's task small: the wakers live in the socket's and
@@ -100,14 +110,26 @@ async fn read_and_flush(registry: &Registry, client: &Arc<Client>) -> io::Result
                     return Poll::Ready(ready.map(|()| Wake::Writable));
                 }
             }
-            socket.poll_read_ready(cx).map_ok(|()| Wake::Readable)
+            match &mut throttled {
+                Some(sleep) => sleep.as_mut().poll(cx).map(|()| Ok(Wake::Refilled)),
+                None => socket.poll_read_ready(cx).map_ok(|()| Wake::Readable),
+            }
         })
         .await?;
         match wake {
             Wake::Queued | Wake::Writable => blocked = !flush(registry, client, socket)?,
+            Wake::Refilled => throttled = None,
             Wake::Readable => {
-                if read_frames(registry, client, socket, &mut decoder)? == Flow::PeerClosed {
-                    return Ok(());
+                match read_frames(registry, client, socket, &mut decoder, &mut budget)? {
+                    Flow::Drained => {}
+                    Flow::PeerClosed => return Ok(()),
+                    // Readiness is still set, so without an explicit yield the task
+                    // would read on and keep its worker from other connections.
+                    Flow::MoreToRead => tokio::task::yield_now().await,
+                    Flow::Throttled(resume) => {
+                        registry.record_throttled();
+                        throttled = Some(Box::pin(sleep_until(resume)));
+                    }
                 }
             }
         }
@@ -123,6 +145,8 @@ enum Wake {
     Writable,
     /// The client sent bytes (or closed).
     Readable,
+    /// The client's rate allows reading again.
+    Refilled,
 }
 
 /// Writes queued frames; true when the queue is empty.
@@ -132,9 +156,16 @@ fn flush(registry: &Registry, client: &Client, socket: &TcpStream) -> io::Result
     Ok(drained)
 }
 
+/// Where reading stopped.
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
-    Continue,
+    /// The socket holds nothing more (or the connection is closing).
+    Drained,
+    /// The socket may hold more, but this wake-up has read its share.
+    MoreToRead,
+    /// The client is past its rate: read no more until then.
+    Throttled(Instant),
+    /// The client closed its side.
     PeerClosed,
 }
 
@@ -145,12 +176,13 @@ fn read_frames(
     client: &Arc<Client>,
     socket: &TcpStream,
     saved: &mut Option<Box<FrameDecoder>>,
+    budget: &mut Option<Budget>,
 ) -> io::Result<Flow> {
     let mut decoder = match saved.take() {
         Some(decoder) => *decoder,
         None => FrameDecoder::new(registry.max_frame_bytes()),
     };
-    let flow = read_into(registry, client, socket, &mut decoder);
+    let flow = read_into(registry, client, socket, &mut decoder, budget);
     if !decoder.is_between_frames() {
         *saved = Some(Box::new(decoder));
     }
@@ -162,37 +194,52 @@ fn read_into(
     client: &Arc<Client>,
     socket: &TcpStream,
     decoder: &mut FrameDecoder,
+    budget: &mut Option<Budget>,
 ) -> io::Result<Flow> {
+    let rate = registry.client_rate();
     let mut buf = [0u8; READ_CHUNK];
     for _ in 0..READS_PER_WAKE {
         let n = match socket.try_read(&mut buf) {
             Ok(0) => return Ok(Flow::PeerClosed),
             Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Flow::Drained),
             Err(err) => return Err(err),
         };
-        handle_input(registry, client, decoder, &buf[..n]);
+        let answered = handle_input(registry, client, decoder, &buf[..n]);
         if client.outbox().closing().is_some() {
-            break;
+            return Ok(Flow::Drained);
+        }
+        if rate.is_limited() {
+            let now = Instant::now();
+            let budget = budget.get_or_insert_with(|| Budget::new(now));
+            if let Some(resume) = budget.spend(rate, answered, n as u64, now) {
+                return Ok(Flow::Throttled(resume));
+            }
         }
     }
-    Ok(Flow::Continue)
+    Ok(Flow::MoreToRead)
 }
 
-/// Decodes bytes the client sent and acts on every complete frame.
+/// Decodes bytes the client sent and acts on every complete frame; returns how
+/// many frames and invalid-JSON errors the bytes held.
+///
+/// A client whose unfinished frame would take the hub past its pending-bytes
+/// cap is closed with `bye` `frame_too_large`.
 pub(crate) fn handle_input(
     registry: &Registry,
     client: &Arc<Client>,
     decoder: &mut FrameDecoder,
     input: &[u8],
-) {
+) -> u64 {
     let mut frames = 0;
+    let mut errors = 0;
     decoder.feed(input, |decoded| match decoded {
         Decoded::Frame(value) => {
             frames += 1;
             on_frame(registry, client, value);
         }
         Decoded::InvalidJson(detail) => {
+            errors += 1;
             reply_error(
                 registry,
                 client,
@@ -204,6 +251,12 @@ pub(crate) fn handle_input(
         }
     });
     registry.record_inbound(client, frames, input.len() as u64);
+    if !registry.hold_pending(client, decoder.pending_len()) {
+        debug!(session = %client.id(), "unfinished frame refused: the hub holds too many");
+        decoder.give_up();
+        client.outbox().close(ByeReason::FrameTooLarge);
+    }
+    frames + errors
 }
 
 /// Acts on one decoded value from the client.

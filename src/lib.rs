@@ -5,6 +5,7 @@
 //! - [`protocol`]: the JSON frames of the TCP side and the name rules.
 //! - [`client_auth`]: the token a `sync` carries under `--client-auth jwt`.
 //! - [`codec`]: bytes to JSON values, whatever the framing (none, newlines, splits).
+//! - [`throttle`]: how fast one connection may send.
 //! - [`outbox`]: one client's bounded outbound queue and direct socket writes.
 //! - [`registry`]: the live clients, the name index, sends, broadcasts and kicks;
 //!   the single source of [`events`] and the owner of [`metrics`].
@@ -35,6 +36,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod registry;
 pub mod tcp;
+pub mod throttle;
 mod time_format;
 pub mod tls;
 pub mod webhooks;

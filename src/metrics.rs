@@ -129,6 +129,12 @@ pub struct Metrics {
     pub acks_unknown: Counter,
     /// Sends that waited for an ack, by outcome: `acked`, `timeout`, `disconnected`.
     pub ack_waits: Family<OutcomeLabels, Counter>,
+    /// Times a client was read no further until its rate allowed.
+    pub inbound_throttled: Counter,
+    /// Bytes held in unfinished inbound frames, all clients together.
+    pub inbound_pending_bytes: Gauge,
+    /// Clients closed because their unfinished frame would pass the pending cap.
+    pub inbound_pending_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -159,6 +165,9 @@ impl Default for Metrics {
             acks: Counter::default(),
             acks_unknown: Counter::default(),
             ack_waits: Family::default(),
+            inbound_throttled: Counter::default(),
+            inbound_pending_bytes: Gauge::default(),
+            inbound_pending_refused: Counter::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -263,6 +272,21 @@ impl Default for Metrics {
             "ack_waits",
             "Sends that waited for an ack, by outcome",
             m.ack_waits.clone(),
+        );
+        registry.register(
+            "inbound_throttled",
+            "Times a TCP client was read no further until its rate allowed",
+            m.inbound_throttled.clone(),
+        );
+        registry.register(
+            "inbound_pending_bytes",
+            "Bytes held in unfinished inbound frames",
+            m.inbound_pending_bytes.clone(),
+        );
+        registry.register(
+            "inbound_pending_refused",
+            "TCP clients closed because their unfinished frame would pass --max-pending-bytes",
+            m.inbound_pending_refused.clone(),
         );
         Metrics {
             registry,

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,7 @@ use crate::fd_budget::FdBudget;
 use crate::metrics::{Metrics, ReasonLabels, ScopeLabels};
 use crate::outbox::{FrameSink, Offer, Outbox, Written};
 use crate::protocol::{ByeReason, HubFrame, Scope};
+use crate::throttle::InboundRate;
 use prometheus_client::metrics::gauge::Gauge;
 
 /// Broadcasts to at least this many clients are spread over several cores.
@@ -46,6 +47,8 @@ pub struct Registry {
 #[derive(Debug)]
 struct Inner {
     max_frame_bytes: usize,
+    client_rate: InboundRate,
+    max_pending_bytes: usize,
     close_grace: Duration,
     duplicate_names: DuplicateNames,
     max_clients: usize,
@@ -83,6 +86,8 @@ pub struct Client {
     socket: Option<TcpStream>,
     outbox: Outbox,
     stats: ClientStats,
+    /// Bytes of its unfinished inbound frame counted in the hub's pending total.
+    pending_in: AtomicUsize,
 }
 
 /// Per-client counters, updated without the registry lock.
@@ -307,6 +312,8 @@ impl Registry {
         Registry {
             inner: Arc::new(Inner {
                 max_frame_bytes: config.max_frame_bytes,
+                client_rate: config.client_rate,
+                max_pending_bytes: config.max_pending_bytes,
                 close_grace: config.shutdown_grace,
                 duplicate_names: config.duplicate_names,
                 max_clients,
@@ -346,6 +353,39 @@ impl Registry {
         self.inner.close_grace
     }
 
+    /// How fast each TCP client may send.
+    pub fn client_rate(&self) -> &InboundRate {
+        &self.inner.client_rate
+    }
+
+    /// Notes that a connection stopped reading until its rate allows.
+    pub fn record_throttled(&self) {
+        self.inner.metrics.inbound_throttled.inc();
+    }
+
+    /// Sets how many bytes `client` holds in its unfinished frame. Growth that
+    /// would take the hub's total past `--max-pending-bytes` is refused: the
+    /// client's share is released and the caller must close it.
+    pub fn hold_pending(&self, client: &Client, len: usize) -> bool {
+        let pending = &self.inner.metrics.inbound_pending_bytes;
+        let held = client.pending_in.load(Ordering::Relaxed);
+        if len <= held {
+            pending.dec_by((held - len) as i64);
+            client.pending_in.store(len, Ordering::Relaxed);
+            return true;
+        }
+        let growth = (len - held) as i64;
+        let before = pending.inc_by(growth);
+        if before + growth <= self.inner.max_pending_bytes as i64 {
+            client.pending_in.store(len, Ordering::Relaxed);
+            return true;
+        }
+        pending.dec_by(growth + held as i64);
+        client.pending_in.store(0, Ordering::Relaxed);
+        self.inner.metrics.inbound_pending_refused.inc();
+        false
+    }
+
     /// The hub's events.
     pub fn events(&self) -> &EventBus {
         &self.inner.events
@@ -377,6 +417,7 @@ impl Registry {
             name: Mutex::new(None),
             socket,
             outbox: Outbox::default(),
+            pending_in: AtomicUsize::new(0),
             stats: ClientStats {
                 last_active_ms: AtomicU64::new(unix_millis(now)),
                 ..ClientStats::default()
@@ -763,6 +804,7 @@ impl Registry {
 
     fn remove(&self, client: &Arc<Client>, reason: &'static str) {
         self.lock().remove_session(client.session);
+        self.hold_pending(client, 0);
         self.inner.metrics.clients_connected.dec();
         self.inner.acks.forget_session(client.session);
         self.count_disconnect(reason);

@@ -7,7 +7,8 @@
 //! batches through the TLS stream while it reads and decodes what the client
 //! sends. The rules are those of the plain path: the queue's capacity bounds what
 //! is held (plus one batch being written), a `bye` is the last frame, and a
-//! closing connection gets the grace period to flush.
+//! closing connection gets the grace period to flush, and a client past its
+//! inbound rate is read no further until the rate allows.
 //!
 //! For HTTP, [`TlsListener`] hands axum connections whose handshake is done;
 //! handshakes run concurrently and time out, so a slow one holds up no other.
@@ -26,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, Sleep, sleep, timeout, timeout_at};
+use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring;
@@ -41,6 +42,7 @@ use crate::connection::handle_input;
 use crate::outbox::FrameSink;
 use crate::protocol::ByeReason;
 use crate::registry::{Admission, Client, Registration, Registry};
+use crate::throttle::Budget;
 
 /// Longest a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,6 +149,9 @@ struct Connection<'a> {
     batch: Vec<u8>,
     batch_written: usize,
     decoder: Option<Box<FrameDecoder>>,
+    budget: Option<Budget>,
+    /// Set while the client is past its rate: nothing is read until it fires.
+    throttled: Option<Pin<Box<Sleep>>>,
     /// Runs from the moment the client is being closed; flushing stops when it ends.
     grace: Option<Pin<Box<Sleep>>>,
 }
@@ -160,6 +165,8 @@ impl<'a> Connection<'a> {
             batch: Vec::new(),
             batch_written: 0,
             decoder: None,
+            budget: None,
+            throttled: None,
             grace: None,
         }
     }
@@ -183,6 +190,10 @@ impl<'a> Connection<'a> {
                 }
                 // Closing: nothing more is read, the rest is written or given up.
                 return Poll::Pending;
+            }
+            if let Some(throttled) = &mut self.throttled {
+                ready!(throttled.as_mut().poll(cx));
+                self.throttled = None;
             }
             match ready!(self.poll_read(cx))? {
                 true => continue,
@@ -232,9 +243,18 @@ impl<'a> Connection<'a> {
             Some(decoder) => *decoder,
             None => FrameDecoder::new(self.registry.max_frame_bytes()),
         };
-        handle_input(self.registry, self.client, &mut decoder, input);
+        let answered = handle_input(self.registry, self.client, &mut decoder, input);
         if !decoder.is_between_frames() {
             self.decoder = Some(Box::new(decoder));
+        }
+        let rate = self.registry.client_rate();
+        if rate.is_limited() {
+            let now = Instant::now();
+            let budget = self.budget.get_or_insert_with(|| Budget::new(now));
+            if let Some(resume) = budget.spend(rate, answered, input.len() as u64, now) {
+                self.registry.record_throttled();
+                self.throttled = Some(Box::pin(sleep_until(resume)));
+            }
         }
         Poll::Ready(Ok(true))
     }

@@ -190,6 +190,28 @@ async fn json_nested_ten_thousand_deep_is_invalid_json_not_a_crash() {
 }
 
 #[tokio::test]
+async fn nesting_past_the_parsers_limit_is_refused_before_the_frame_ends() {
+    let (hub, mut sentinel) = hub_with_sentinel().await;
+    let mut client = TestClient::connect(&hub).await;
+    // No closing bracket and no newline: the hub answers at the 128th level,
+    // without waiting for the rest or holding it.
+    client.send_raw("[".repeat(10_000).as_bytes()).await;
+    assert_eq!(
+        client.recv().await,
+        json!({
+            "type": "error",
+            "code": "invalid_json",
+            "detail": "recursion limit exceeded: nested deeper than 127 levels"
+        })
+    );
+    sentinel.assert_served(&hub).await;
+    assert_eq!(hub.registry.metrics().inbound_pending_bytes.get(), 0);
+    // The rest of the line is skipped; the next line is served.
+    client.send_raw(b"]]]\n").await;
+    client.ping().await;
+}
+
+#[tokio::test]
 async fn names_at_the_limits_are_accepted_and_reachable_over_http() {
     let (hub, mut sentinel) = hub_with_sentinel().await;
     let at_limit = [

@@ -1,5 +1,6 @@
 //! tcphub-bench: the load tool behind BENCHMARKS.md. It drives tcphub, the Node seed design,
-//! NATS, Redis and Mosquitto through the same three scenarios (idle, fanout, direct) and
+//! NATS, Redis and Mosquitto through the same three scenarios (idle, fanout, direct; and tcphub
+//! and the seed design through a fourth, flood) and
 //! prints one JSON line per run; the exit status is non-zero when any message was lost,
 //! duplicated or misrouted, or any client failed to register.
 
@@ -60,6 +61,17 @@ enum Command {
         #[arg(long, default_value_t = 50_000)]
         messages: usize,
     },
+    /// Flooding clients write `info` frames while one sender times directed messages.
+    Flood {
+        #[command(flatten)]
+        common: Common,
+        /// Connections writing frames as fast as the server reads them.
+        #[arg(long, default_value_t = 50)]
+        flooders: usize,
+        /// Directed messages, sent one at a time.
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+    },
     /// Waits until every address accepts TCP connections (a freshly started server is up).
     Wait {
         /// An address to wait for; repeat for several.
@@ -76,6 +88,7 @@ impl Command {
             Command::Idle { .. } => "idle",
             Command::Fanout { .. } => "fanout",
             Command::Direct { .. } => "direct",
+            Command::Flood { .. } => "flood",
             Command::Wait { .. } => "wait",
         }
     }
@@ -152,6 +165,15 @@ async fn run(command: Command) -> Result<Option<(bool, Value)>> {
         } => {
             let load = watch(&common)?;
             let outcome = scenario::direct(&common, inflight, messages).await?;
+            (common, with_load(outcome, &load)?)
+        }
+        Command::Flood {
+            common,
+            flooders,
+            messages,
+        } => {
+            let load = watch(&common)?;
+            let outcome = scenario::flood(&common, flooders, messages).await?;
             (common, with_load(outcome, &load)?)
         }
     };

@@ -1,9 +1,10 @@
-//! The three scenarios (idle, fanout, direct): open a fleet of registered subscribers, trigger
+//! The scenarios (idle, fanout, direct, flood): open a fleet of registered subscribers, trigger
 //! pushes, check that every message reached the right client exactly once, and report one
 //! JSON object. Losses, duplicates and misroutes are counted and make the run fail.
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -574,6 +575,99 @@ pub async fn direct(common: &Common, inflight: usize, messages: usize) -> Result
             "fleet": fleet.json(),
         }),
     ))
+}
+
+/// One `info` frame a flooder writes, over and over.
+const FLOOD_FRAME: &[u8] = b"{\"type\":\"info\",\"message\":\"flood\"}\n";
+
+/// Clients that write `info` frames as fast as the server reads them, each on an OS thread of
+/// its own with blocking writes, so that the flood does not share the timed runtime.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    streams: Vec<std::net::TcpStream>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    written: Arc<AtomicU64>,
+}
+
+impl Flood {
+    fn start(addr: SocketAddr, flooders: usize) -> Result<Flood> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
+        let burst = FLOOD_FRAME.repeat(64 * 1024 / FLOOD_FRAME.len());
+        let (mut streams, mut threads) = (Vec::new(), Vec::new());
+        for _ in 0..flooders {
+            let mut stream = std::net::TcpStream::connect(addr).context("flooder connect")?;
+            streams.push(stream.try_clone()?);
+            let (stop, written, burst) = (stop.clone(), written.clone(), burst.clone());
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Relaxed) && stream.write_all(&burst).is_ok() {
+                    written.fetch_add(burst.len() as u64, Relaxed);
+                }
+            }));
+        }
+        Ok(Flood {
+            stop,
+            streams,
+            threads,
+            written,
+        })
+    }
+
+    /// Stops the flooders (closing their sockets unblocks writes the server is not reading)
+    /// and returns how many frames they wrote.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Relaxed);
+        for stream in &self.streams {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        self.written.load(Relaxed) / FLOOD_FRAME.len() as u64
+    }
+}
+
+/// tcphub's count of frames received from clients, from `/metrics` (None for other servers).
+async fn frames_in(common: &Common) -> Result<Option<u64>> {
+    if common.target != Target::Tcphub {
+        return Ok(None);
+    }
+    let mut http = HttpConn::connect(common.http_addr).await?;
+    let (status, body) = http.get("/metrics").await?;
+    ensure!(status == 200, "GET /metrics: {status}");
+    let text = String::from_utf8_lossy(&body);
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix("tcphub_frames_in_total "))
+        .and_then(|n| n.parse().ok()))
+}
+
+/// `flood`: `flooders` connections write `info` frames as fast as they can while the fleet
+/// registers and one sender pushes `messages` directed messages, one at a time: the latency
+/// of a well-behaved client's traffic under an inbound flood.
+pub async fn flood(common: &Common, flooders: usize, messages: usize) -> Result<(bool, Value)> {
+    ensure!(
+        common.target.uses_http(),
+        "the flood scenario writes tcphub frames: --target tcphub or seed"
+    );
+    let frames_before = frames_in(common).await?;
+    let flood = Flood::start(common.addr, flooders)?;
+    let started = Instant::now();
+    let outcome = direct(common, 1, messages).await;
+    let took = started.elapsed();
+    let frames_after = frames_in(common).await;
+    let written = flood.stop();
+    let (ok, mut results) = outcome?;
+    let read = match (frames_before, frames_after?) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
+    results["flooders"] = json!(flooders);
+    results["flood_secs"] = json!(took.as_secs_f64());
+    results["flood_frames_written_per_sec"] = json!(written as f64 / took.as_secs_f64());
+    results["server_frames_read_per_sec"] =
+        json!(read.map(|read| read as f64 / took.as_secs_f64()));
+    Ok((ok, results))
 }
 
 #[cfg(test)]
