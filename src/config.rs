@@ -45,6 +45,14 @@ pub struct Config {
     pub client_auth: ClientAuthMode,
     /// Key of the HS256 signature of client tokens (with `ClientAuthMode::Jwt`).
     pub client_secret: Option<String>,
+    /// Longest an HTTP client may take to send a request head.
+    pub http_header_timeout: Duration,
+    /// Longest an HTTP keep-alive connection may stay idle between requests.
+    pub http_idle_timeout: Duration,
+    /// Most HTTP connections open at once; past it, new ones are closed at once.
+    pub max_http_connections: usize,
+    /// Most `/events` streams open at once; past it, `/events` answers 503.
+    pub max_event_streams: usize,
     /// PEM certificate chain: with `tls_key`, both listeners speak TLS.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -71,6 +79,10 @@ impl Default for Config {
             webhook_secret: None,
             client_auth: ClientAuthMode::None,
             client_secret: None,
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
+            max_http_connections: 1000,
+            max_event_streams: 100,
             tls_cert: None,
             tls_key: None,
         }
@@ -118,8 +130,17 @@ impl Config {
             ("--max-clients", self.max_clients),
             ("--queue-capacity", self.queue_capacity),
             ("--event-buffer", self.event_buffer),
+            ("--max-http-connections", self.max_http_connections),
+            ("--max-event-streams", self.max_event_streams),
         ];
         if let Some((flag, _)) = positive.into_iter().find(|&(_, value)| value == 0) {
+            return Err(ConfigError::Zero(flag));
+        }
+        let timeouts = [
+            ("--http-header-timeout", self.http_header_timeout),
+            ("--http-idle-timeout", self.http_idle_timeout),
+        ];
+        if let Some((flag, _)) = timeouts.into_iter().find(|(_, value)| value.is_zero()) {
             return Err(ConfigError::Zero(flag));
         }
         if let Some(url) = self
@@ -279,6 +300,19 @@ pub struct RunArgs {
     /// Key of the HS256 signature of client tokens (`--client-auth jwt`).
     #[arg(long, env = "TCPHUB_CLIENT_SECRET", hide_env_values = true)]
     pub client_secret: Option<String>,
+    /// Seconds an HTTP client may take to send a request head (on a new
+    /// connection, counted from the connect).
+    #[arg(long, env = "TCPHUB_HTTP_HEADER_TIMEOUT", default_value_t = 10)]
+    pub http_header_timeout: u64,
+    /// Seconds an HTTP keep-alive connection may stay idle between requests.
+    #[arg(long, env = "TCPHUB_HTTP_IDLE_TIMEOUT", default_value_t = 60)]
+    pub http_idle_timeout: u64,
+    /// Most HTTP connections open at once; past it, new ones are closed at once.
+    #[arg(long, env = "TCPHUB_MAX_HTTP_CONNECTIONS", default_value_t = 1000)]
+    pub max_http_connections: usize,
+    /// Most /events streams open at once; past it, /events answers 503 `too_many_streams`.
+    #[arg(long, env = "TCPHUB_MAX_EVENT_STREAMS", default_value_t = 100)]
+    pub max_event_streams: usize,
     /// PEM certificate chain; with --tls-key, the TCP port and the HTTP API use TLS.
     #[arg(long, env = "TCPHUB_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -309,6 +343,10 @@ impl RunArgs {
             webhook_secret: self.webhook_secret.clone(),
             client_auth: self.client_auth,
             client_secret: self.client_secret.clone(),
+            http_header_timeout: seconds(self.http_header_timeout),
+            http_idle_timeout: seconds(self.http_idle_timeout),
+            max_http_connections: self.max_http_connections,
+            max_event_streams: self.max_event_streams,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
         }
@@ -413,5 +451,9 @@ mod tests {
         assert_eq!(from_cli.idle_timeout, None);
         assert_eq!(from_cli.shutdown_grace, default.shutdown_grace);
         assert_eq!(from_cli.event_buffer, default.event_buffer);
+        assert_eq!(from_cli.http_header_timeout, default.http_header_timeout);
+        assert_eq!(from_cli.http_idle_timeout, default.http_idle_timeout);
+        assert_eq!(from_cli.max_http_connections, default.max_http_connections);
+        assert_eq!(from_cli.max_event_streams, default.max_event_streams);
     }
 }

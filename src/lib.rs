@@ -11,7 +11,8 @@
 //! - [`connection`] and [`tcp`]: one task per socket, and the accept loop;
 //!   [`tls`]: the same over TLS, for both listeners.
 //! - [`acks`]: sends waiting for the client's acknowledgement.
-//! - [`api`]: the HTTP API over the registry, including the event stream.
+//! - [`api`]: the HTTP API over the registry, including the event stream;
+//!   [`http_server`]: the connections it is served on, their limits, and its end.
 //! - [`webhooks`]: events POSTed in signed batches to configured URLs.
 //! - [`Hub`]: wires them together and runs both listeners until shutdown.
 
@@ -25,6 +26,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod http_server;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
@@ -38,11 +40,13 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::serve::ListenerExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
+
+use http_server::HttpServer;
 
 pub use config::Config;
 pub use registry::Registry;
@@ -75,7 +79,8 @@ impl Hub {
     /// Serves TCP clients on `tcp` and the HTTP API on `http` until `shutdown` is
     /// cancelled, then drains: new clients are refused, every client gets its
     /// queued frames and `bye` `shutdown` (within the grace period), and the HTTP
-    /// API, which answers `/readyz` with 503 meanwhile, closes last.
+    /// API, which answers `/readyz` with 503 meanwhile, closes last. The drain
+    /// ends within the grace period: HTTP connections still open then are cut.
     pub async fn serve(
         self,
         tcp: TcpListener,
@@ -95,26 +100,13 @@ impl Hub {
         if let Some(timeout) = self.config.idle_timeout {
             tokio::spawn(sweep_idle(self.registry.clone(), timeout, shutdown.clone()));
         }
-        let http_stop = CancellationToken::new();
-        let app = api::router(api::AppState::new(
-            self.registry.clone(),
-            Arc::clone(&self.config),
-        ));
-        let stopped = http_stop.clone().cancelled_owned();
-        let http_server = match tls {
-            None => tokio::spawn(
-                axum::serve(http.tap_io(|socket| send_without_delay(socket)), app)
-                    .with_graceful_shutdown(stopped)
-                    .into_future(),
-            ),
-            Some(acceptor) => tokio::spawn(
-                axum::serve(tls::TlsListener::new(http, acceptor)?, app)
-                    .with_graceful_shutdown(stopped)
-                    .into_future(),
-            ),
-        };
+        let state = api::AppState::new(self.registry.clone(), Arc::clone(&self.config));
+        let limits = http_server::Limits::of(&self.config);
+        let mut http_server = HttpServer::start(http, tls, api::router(state.clone()), limits)?;
 
         shutdown.cancelled().await;
+        // The whole drain, HTTP included, ends by then.
+        let deadline = Instant::now() + self.config.shutdown_grace;
         self.registry.shut_down();
         let _ = accepting.await;
         // Logged once readiness reports the drain and the listener is closed,
@@ -125,11 +117,19 @@ impl Hub {
         // Every client is gone and its last event emitted: followers of the
         // event stream drain it and finish, so the HTTP server can close too.
         self.registry.events().close();
-        webhooks.finish(self.config.shutdown_grace).await;
-        http_stop.cancel();
-        match http_server.await {
-            Ok(result) => result?,
-            Err(join) => return Err(io::Error::other(join)),
+        webhooks
+            .finish(deadline.saturating_duration_since(Instant::now()))
+            .await;
+        http_server.stop();
+        if !http_server.closed_by(deadline).await {
+            let streams = state.open_event_streams();
+            let connections = http_server.cut().await?;
+            warn!(
+                connections,
+                streams, "shutdown grace ran out: HTTP connections cut short"
+            );
+        } else {
+            http_server.cut().await?;
         }
         info!("shutdown complete");
         Ok(())
@@ -149,12 +149,4 @@ async fn sweep_idle(registry: Registry, timeout: Duration, shutdown: Cancellatio
             }
         }
     }
-}
-
-/// HTTP answers and event streams leave as soon as they are written: Nagle's
-/// algorithm would hold a small write back until the previous one is acknowledged.
-/// For plain HTTP connections and, before their handshake, TLS ones.
-fn send_without_delay(socket: &TcpStream) {
-    // A socket that refuses the option still works, only with Nagle's delay.
-    let _ = socket.set_nodelay(true);
 }

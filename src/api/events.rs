@@ -77,6 +77,7 @@ pub struct StreamedEvent {
 /// fell behind, or the buffer no longer reaches its `Last-Event-ID`), an
 /// `events.missed` event (`data: EventsMissed`, no id) says how many, then the
 /// stream goes on. A comment line is sent every 15 s to keep the connection open.
+/// At most `--max-event-streams` streams are open at once.
 #[utoipa::path(
     get,
     path = "/events",
@@ -90,6 +91,7 @@ pub struct StreamedEvent {
          content_type = "text/event-stream", body = StreamedEvent),
         (status = 400, description = "`invalid_query` (an unknown type) or `invalid_header` (a malformed Last-Event-ID)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`too_many_streams`: `--max-event-streams` streams are open already", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn follow(
@@ -100,6 +102,10 @@ pub async fn follow(
     let Query(params) = params.map_err(|err| ApiError::InvalidQuery(err.body_text()))?;
     let filter = Filter::new(params)?;
     let after = last_event_id(&headers)?;
+    // Held by the stream: the slot frees when the follower goes away.
+    let slot = Arc::clone(&state.event_streams)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyStreams(state.config.max_event_streams))?;
     let follow = state.registry.events().follow(after);
     // The response head goes out with the first bytes of the body: a comment
     // sends both at once, so the follower knows at once that it is subscribed.
@@ -115,8 +121,8 @@ pub async fn follow(
             .map(sse_event),
     );
     let live = stream::unfold(
-        (follow.live, filter, state.registry),
-        |(mut live, filter, registry)| async move {
+        (follow.live, filter, state.registry, slot),
+        |(mut live, filter, registry, slot)| async move {
             loop {
                 let received = tokio::select! {
                     // Events first: closing ends the stream only once it is drained.
@@ -130,7 +136,7 @@ pub async fn follow(
                     Err(RecvError::Lagged(count)) => missed(&registry, count),
                     Err(RecvError::Closed) => return None,
                 };
-                return Some((next, (live, filter, registry)));
+                return Some((next, (live, filter, registry, slot)));
             }
         },
     );

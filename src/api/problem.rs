@@ -76,6 +76,9 @@ pub enum ApiError {
     /// The hub is shutting down.
     #[error("the hub is shutting down")]
     Draining,
+    /// `--max-event-streams` streams are open.
+    #[error("{0} event streams are open, the most this hub serves at once; retry later")]
+    TooManyStreams(usize),
     /// No such route.
     #[error("no such endpoint")]
     NotFound,
@@ -126,6 +129,11 @@ impl ApiError {
             ),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", "Shutting down"),
+            ApiError::TooManyStreams(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams",
+                "Too many event streams",
+            ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
