@@ -51,6 +51,8 @@ use http_server::HttpServer;
 pub use config::Config;
 pub use registry::Registry;
 
+/// A grace period too long to count: the drain waits for whatever it waits for.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Longest pause between idle-timeout sweeps.
 const IDLE_SWEEP_MAX: Duration = Duration::from_secs(1);
 
@@ -106,7 +108,9 @@ impl Hub {
 
         shutdown.cancelled().await;
         // The whole drain, HTTP included, ends by then.
-        let deadline = Instant::now() + self.config.shutdown_grace;
+        let deadline = Instant::now()
+            .checked_add(self.config.shutdown_grace)
+            .unwrap_or_else(|| Instant::now() + FOREVER);
         self.registry.shut_down();
         let _ = accepting.await;
         // Logged once readiness reports the drain and the listener is closed,
@@ -121,15 +125,15 @@ impl Hub {
             .finish(deadline.saturating_duration_since(Instant::now()))
             .await;
         http_server.stop();
-        if !http_server.closed_by(deadline).await {
+        if http_server.closed_by(deadline).await? {
+            http_server.cut().await?;
+        } else {
             let streams = state.open_event_streams();
             let connections = http_server.cut().await?;
             warn!(
                 connections,
                 streams, "shutdown grace ran out: HTTP connections cut short"
             );
-        } else {
-            http_server.cut().await?;
         }
         info!("shutdown complete");
         Ok(())

@@ -317,12 +317,16 @@ async fn sigterm_with_a_stalled_event_reader_exits_zero_within_the_grace() {
         .connect(hub.http_addr.parse().unwrap())
         .await
         .unwrap();
-    let request = format!("GET /events HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    let request =
+        format!("GET /events HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
     reader.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.windows(11).any(|window| window == b": following") {
         let mut chunk = [0u8; 1024];
-        let n = timeout(PATIENCE, reader.read(&mut chunk)).await.unwrap().unwrap();
+        let n = timeout(PATIENCE, reader.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "the event stream closed");
         head.extend_from_slice(&chunk[..n]);
     }

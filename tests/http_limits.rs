@@ -32,12 +32,19 @@ async fn connect(addr: SocketAddr) -> TcpStream {
 async fn read_until(stream: &mut TcpStream, ending: &[u8]) -> Vec<u8> {
     let mut received = Vec::new();
     let mut chunk = [0u8; 4096];
-    while !received.windows(ending.len()).any(|window| window == ending) {
+    while !received
+        .windows(ending.len())
+        .any(|window| window == ending)
+    {
         let n = timeout(PATIENCE, stream.read(&mut chunk))
             .await
             .expect("no answer in time")
             .expect("read failed");
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&received));
+        assert!(
+            n > 0,
+            "closed after {:?}",
+            String::from_utf8_lossy(&received)
+        );
         received.extend_from_slice(&chunk[..n]);
     }
     received
@@ -57,7 +64,12 @@ async fn expect_closed(stream: &mut TcpStream) {
         .await
         .expect("the hub did not close the connection in time");
     if let Ok(n) = read {
-        assert_eq!(n, 0, "unexpected bytes: {:?}", String::from_utf8_lossy(&rest));
+        assert_eq!(
+            n,
+            0,
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
     }
 }
 
@@ -142,7 +154,11 @@ async fn readiness_answers_503_until_a_drain_held_open_by_a_slow_reader_ends() {
     hub.begin_shutdown();
     // Past the TCP drain, the HTTP server closes connections after one answer
     // (`connection: close`) but keeps its listener open for the probes.
-    let client = reqwest::Client::new();
+    // A new connection each time: a pooled one may close as a request goes out.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let response = loop {
         let response = client
@@ -150,10 +166,17 @@ async fn readiness_answers_503_until_a_drain_held_open_by_a_slow_reader_ends() {
             .send()
             .await
             .expect("/readyz refused during the drain");
-        if response.headers().get("connection").is_some_and(|v| v == "close") {
+        if response
+            .headers()
+            .get("connection")
+            .is_some_and(|v| v == "close")
+        {
             break response;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the drain never reached HTTP");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the drain never reached HTTP"
+        );
         tokio::task::yield_now().await;
     };
     assert_eq!(response.status(), 503);
@@ -222,7 +245,10 @@ async fn past_max_http_connections_new_ones_are_closed_until_one_ends() {
         if answer.starts_with(b"HTTP/1.1 200 OK\r\n") {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no room made by the close");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no room made by the close"
+        );
         tokio::task::yield_now().await;
     }
 }
@@ -234,7 +260,11 @@ async fn past_max_event_streams_events_answers_503_too_many_streams() {
         ..Config::default()
     })
     .await;
-    let first = hub.request(reqwest::Method::GET, "/events").send().await.unwrap();
+    let first = hub
+        .request(reqwest::Method::GET, "/events")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status(), 200);
     let (status, body) = hub.get("/events").await;
     assert_eq!(
@@ -244,12 +274,19 @@ async fn past_max_event_streams_events_answers_503_too_many_streams() {
     drop(first);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let next = hub.request(reqwest::Method::GET, "/events").send().await.unwrap();
+        let next = hub
+            .request(reqwest::Method::GET, "/events")
+            .send()
+            .await
+            .unwrap();
         if next.status() == 200 {
             break;
         }
         assert_eq!(next.status(), 503);
-        assert!(tokio::time::Instant::now() < deadline, "the stream's slot was never freed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream's slot was never freed"
+        );
         tokio::task::yield_now().await;
     }
 }

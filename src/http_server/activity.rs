@@ -12,25 +12,29 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::http::{Request, Response};
+use axum::http::{HeaderValue, Request, Response, header};
 use axum::routing::future::RouteFuture;
 use hyper::body::{Frame, Incoming, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 /// The state of one connection, shared by its reader, its requests and its task.
 #[derive(Debug)]
 pub struct Activity {
     phase: Mutex<Phase>,
+    /// Set once a request reached the router.
+    requested: AtomicBool,
     changed: Notify,
     header_timeout: Duration,
     idle_timeout: Duration,
@@ -51,6 +55,7 @@ impl Activity {
     pub fn new(header_timeout: Duration, idle_timeout: Duration) -> Arc<Activity> {
         Arc::new(Activity {
             phase: Mutex::new(Phase::Head(Instant::now())),
+            requested: AtomicBool::new(false),
             changed: Notify::new(),
             header_timeout,
             idle_timeout,
@@ -75,7 +80,13 @@ impl Activity {
         }
     }
 
+    /// Whether a request has reached the router on this connection.
+    pub fn has_requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
+    }
+
     fn request_started(self: &Arc<Activity>) -> RequestGuard {
+        self.requested.store(true, Ordering::Relaxed);
         let phase = self.phase();
         let next = match *phase {
             Phase::Busy(open) => Phase::Busy(open + 1),
@@ -96,8 +107,9 @@ impl Activity {
 
     fn deadline(&self) -> Option<Instant> {
         match *self.phase() {
-            Phase::Head(since) => Some(since + self.header_timeout),
-            Phase::Idle(since) => Some(since + self.idle_timeout),
+            // A timeout too long to add is one that never ends.
+            Phase::Head(since) => since.checked_add(self.header_timeout),
+            Phase::Idle(since) => since.checked_add(self.idle_timeout),
             Phase::Busy(_) => None,
         }
     }
@@ -193,17 +205,23 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
     }
 }
 
-/// The router, reporting each request and the end of its response to an [`Activity`].
+/// The router, reporting each request and the end of its response to an
+/// [`Activity`]; once the server stops, each response closes its connection.
 #[derive(Debug, Clone)]
 pub struct Tracked {
     app: Router,
     activity: Arc<Activity>,
+    stop: CancellationToken,
 }
 
 impl Tracked {
-    /// Serves `app`, reporting to `activity`.
-    pub fn new(app: Router, activity: Arc<Activity>) -> Tracked {
-        Tracked { app, activity }
+    /// Serves `app`, reporting to `activity`, until `stop`.
+    pub fn new(app: Router, activity: Arc<Activity>, stop: CancellationToken) -> Tracked {
+        Tracked {
+            app,
+            activity,
+            stop,
+        }
     }
 }
 
@@ -221,6 +239,7 @@ impl Service<Request<Incoming>> for Tracked {
         Handling {
             guard: Some(self.activity.request_started()),
             handler: self.app.call(request),
+            stop: self.stop.clone(),
         }
     }
 }
@@ -231,6 +250,7 @@ pin_project! {
         #[pin]
         handler: RouteFuture<Infallible>,
         guard: Option<RequestGuard>,
+        stop: CancellationToken,
     }
 }
 
@@ -239,7 +259,12 @@ impl Future for Handling {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.handler.poll(cx))?;
+        let mut response = ready!(this.handler.poll(cx))?;
+        if this.stop.is_cancelled() {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let guard = this.guard.take();
         Poll::Ready(Ok(response.map(|body| Tracking { body, guard })))
     }

@@ -71,7 +71,9 @@ impl Limits {
 pub struct HttpServer {
     stop: CancellationToken,
     cut: CancellationToken,
-    done: oneshot::Receiver<io::Result<usize>>,
+    done: oneshot::Receiver<usize>,
+    /// How many connections the cut closed, once the server has ended.
+    ended: Option<usize>,
 }
 
 impl HttpServer {
@@ -82,12 +84,15 @@ impl HttpServer {
         app: Router,
         limits: Limits,
     ) -> io::Result<HttpServer> {
-        // The listener moves to the server's runtime: a tokio socket belongs
-        // to the runtime that registered it.
-        let listener = listener.into_std()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        // The listener moves to the server's runtime: a tokio socket belongs
+        // to the runtime that registered it.
+        let listener = {
+            let _entered = runtime.enter();
+            TcpListener::from_std(listener.into_std()?)?
+        };
         let (stop, cut) = (CancellationToken::new(), CancellationToken::new());
         let (report, done) = oneshot::channel();
         let mut builder = http1::Builder::new();
@@ -103,13 +108,15 @@ impl HttpServer {
         std::thread::Builder::new()
             .name("tcphub-http".into())
             .spawn(move || {
-                let served = runtime.block_on(async {
-                    let listener = TcpListener::from_std(listener)?;
-                    Ok(accept_loop(listener, tls, shared).await)
-                });
-                let _ = report.send(served);
+                let cut_short = runtime.block_on(accept_loop(listener, tls, shared));
+                let _ = report.send(cut_short);
             })?;
-        Ok(HttpServer { stop, cut, done })
+        Ok(HttpServer {
+            stop,
+            cut,
+            done,
+            ended: None,
+        })
     }
 
     /// Lets every connection finish its current response, then close; new
@@ -120,20 +127,29 @@ impl HttpServer {
 
     /// Waits until every connection has closed (after [`HttpServer::stop`]),
     /// or `deadline`: true when they all closed.
-    pub async fn closed_by(&mut self, deadline: Instant) -> bool {
-        timeout_at(deadline, &mut self.done).await.is_ok()
+    pub async fn closed_by(&mut self, deadline: Instant) -> io::Result<bool> {
+        if self.ended.is_none() {
+            match timeout_at(deadline, &mut self.done).await {
+                Ok(ended) => self.ended = Some(ended.map_err(thread_ended)?),
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// Closes every connection still open and the listener; returns how many
     /// connections were cut short.
-    pub async fn cut(self) -> io::Result<usize> {
+    pub async fn cut(mut self) -> io::Result<usize> {
         self.cut.cancel();
-        let mut server = self;
-        match (&mut server.done).await {
-            Ok(served) => served,
-            Err(_) => Err(io::Error::other("the HTTP server thread ended early")),
+        match self.ended {
+            Some(cut_short) => Ok(cut_short),
+            None => (&mut self.done).await.map_err(thread_ended),
         }
     }
+}
+
+fn thread_ended(_: oneshot::error::RecvError) -> io::Error {
+    io::Error::other("the HTTP server's thread ended without a report")
 }
 
 impl Drop for HttpServer {
@@ -231,7 +247,11 @@ where
 {
     let limits = shared.limits;
     let activity = Activity::new(limits.header_timeout, limits.idle_timeout);
-    let service = TowerToHyperService::new(Tracked::new(shared.app.clone(), Arc::clone(&activity)));
+    let service = TowerToHyperService::new(Tracked::new(
+        shared.app.clone(),
+        Arc::clone(&activity),
+        shared.stop.clone(),
+    ));
     let io = TokioIo::new(Watched::new(io, Arc::clone(&activity)));
     let connection = shared.builder.serve_connection(io, service);
     tokio::pin!(connection);
@@ -254,7 +274,11 @@ where
             }
             () = shared.stop.cancelled(), if !stopping => {
                 stopping = true;
-                connection.as_mut().graceful_shutdown();
+                // hyper closes a connection that has sent nothing yet at once;
+                // that one gets its answer first, with `connection: close`.
+                if activity.has_requested() {
+                    connection.as_mut().graceful_shutdown();
+                }
             }
         }
     }
