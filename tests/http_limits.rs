@@ -260,25 +260,28 @@ async fn past_max_event_streams_events_answers_503_too_many_streams() {
         ..Config::default()
     })
     .await;
-    let first = hub
-        .request(reqwest::Method::GET, "/events")
-        .send()
+    let follow = || async {
+        timeout(
+            PATIENCE,
+            hub.request(reqwest::Method::GET, "/events").send(),
+        )
         .await
-        .unwrap();
+        .expect("no answer in time")
+        .expect("GET /events failed")
+    };
+    let first = follow().await;
     assert_eq!(first.status(), 200);
-    let (status, body) = hub.get("/events").await;
+    let refused = follow().await;
+    assert_eq!(refused.status(), 503);
+    let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(
-        (status, body["code"].clone(), body["status"].clone()),
-        (503, json!("too_many_streams"), json!(503))
+        (body["code"].clone(), body["status"].clone()),
+        (json!("too_many_streams"), json!(503))
     );
     drop(first);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let next = hub
-            .request(reqwest::Method::GET, "/events")
-            .send()
-            .await
-            .unwrap();
+        let next = follow().await;
         if next.status() == 200 {
             break;
         }
