@@ -25,7 +25,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
@@ -143,19 +143,28 @@ impl Drop for RequestGuard {
     }
 }
 
+/// How long a closing connection reads and discards what the client still
+/// sends (the rest of a refused body), so that its answer is not lost to a reset.
+const LINGER: Duration = Duration::from_secs(1);
+
 pin_project! {
     /// A connection's socket, reporting arriving bytes to its [`Activity`].
     pub struct Watched<I> {
         #[pin]
         io: I,
         activity: Arc<Activity>,
+        lingering: Option<Pin<Box<Sleep>>>,
     }
 }
 
 impl<I> Watched<I> {
     /// Watches reads on `io`.
     pub fn new(io: I, activity: Arc<Activity>) -> Watched<I> {
-        Watched { io, activity }
+        Watched {
+            io,
+            activity,
+            lingering: None,
+        }
     }
 }
 
@@ -175,7 +184,7 @@ impl<I: AsyncRead> AsyncRead for Watched<I> {
     }
 }
 
-impl<I: AsyncWrite> AsyncWrite for Watched<I> {
+impl<I: AsyncRead + AsyncWrite> AsyncWrite for Watched<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -201,7 +210,24 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
+        let mut this = self.project();
+        ready!(this.io.as_mut().poll_shutdown(cx))?;
+        let lingering = this
+            .lingering
+            .get_or_insert_with(|| Box::pin(sleep(LINGER)));
+        let mut discard = [0u8; 4096];
+        loop {
+            if lingering.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut discard);
+            match this.io.as_mut().poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                // The client closed its side too, or the socket failed.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
