@@ -29,8 +29,6 @@ pub struct Config {
     pub duplicate_names: DuplicateNames,
     /// Most live TCP clients at once.
     pub max_clients: usize,
-    /// Most HTTP connections at once.
-    pub max_http_connections: usize,
     /// Frames waiting per client before the slow-consumer policy applies.
     pub queue_capacity: usize,
     /// What a full queue does.
@@ -53,6 +51,14 @@ pub struct Config {
     pub client_auth: ClientAuthMode,
     /// Key of the HS256 signature of client tokens (with `ClientAuthMode::Jwt`).
     pub client_secret: Option<String>,
+    /// Longest an HTTP client may take to send a request head.
+    pub http_header_timeout: Duration,
+    /// Longest an HTTP keep-alive connection may stay idle between requests.
+    pub http_idle_timeout: Duration,
+    /// Most HTTP connections open at once; past it, new ones are closed at once.
+    pub max_http_connections: usize,
+    /// Most `/events` streams open at once; past it, `/events` answers 503.
+    pub max_event_streams: usize,
     /// PEM certificate chain: with `tls_key`, both listeners speak TLS.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -72,7 +78,6 @@ impl Default for Config {
             max_message_bytes: 65536,
             duplicate_names: DuplicateNames::Replace,
             max_clients: 100_000,
-            max_http_connections: 1000,
             queue_capacity: 1024,
             slow_consumer: SlowConsumer::Drop,
             idle_timeout: None,
@@ -84,6 +89,10 @@ impl Default for Config {
             webhook_secret: None,
             client_auth: ClientAuthMode::None,
             client_secret: None,
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
+            max_http_connections: 1000,
+            max_event_streams: 100,
             tls_cert: None,
             tls_key: None,
             client_rate: InboundRate {
@@ -143,8 +152,17 @@ impl Config {
             ("--queue-capacity", self.queue_capacity),
             ("--event-buffer", self.event_buffer),
             ("--max-pending-bytes", self.max_pending_bytes),
+            ("--max-http-connections", self.max_http_connections),
+            ("--max-event-streams", self.max_event_streams),
         ];
         if let Some((flag, _)) = positive.into_iter().find(|&(_, value)| value == 0) {
+            return Err(ConfigError::Zero(flag));
+        }
+        let timeouts = [
+            ("--http-header-timeout", self.http_header_timeout),
+            ("--http-idle-timeout", self.http_idle_timeout),
+        ];
+        if let Some((flag, _)) = timeouts.into_iter().find(|(_, value)| value.is_zero()) {
             return Err(ConfigError::Zero(flag));
         }
         if let Some(url) = self
@@ -392,6 +410,19 @@ pub struct RunArgs {
     /// Key of the HS256 signature of client tokens (`--client-auth jwt`).
     #[arg(long, env = "TCPHUB_CLIENT_SECRET", hide_env_values = true)]
     pub client_secret: Option<String>,
+    /// Seconds an HTTP client may take to send a request head (on a new
+    /// connection, counted from the connect).
+    #[arg(long, env = "TCPHUB_HTTP_HEADER_TIMEOUT", default_value_t = 10)]
+    pub http_header_timeout: u64,
+    /// Seconds an HTTP keep-alive connection may stay idle between requests.
+    #[arg(long, env = "TCPHUB_HTTP_IDLE_TIMEOUT", default_value_t = 60)]
+    pub http_idle_timeout: u64,
+    /// Most HTTP connections open at once; past it, new ones are closed at once.
+    #[arg(long, env = "TCPHUB_MAX_HTTP_CONNECTIONS", default_value_t = 1000)]
+    pub max_http_connections: usize,
+    /// Most /events streams open at once; past it, /events answers 503 `too_many_streams`.
+    #[arg(long, env = "TCPHUB_MAX_EVENT_STREAMS", default_value_t = 100)]
+    pub max_event_streams: usize,
     /// PEM certificate chain; with --tls-key, the TCP port and the HTTP API use TLS.
     #[arg(long, env = "TCPHUB_TLS_CERT", global = true)]
     pub tls_cert: Option<PathBuf>,
@@ -426,7 +457,6 @@ impl RunArgs {
             max_message_bytes: self.max_message_bytes,
             duplicate_names: self.duplicate_names,
             max_clients: self.max_clients,
-            max_http_connections: Config::default().max_http_connections,
             queue_capacity: self.queue_capacity,
             slow_consumer: self.slow_consumer,
             idle_timeout: (self.idle_timeout > 0).then(|| seconds(self.idle_timeout)),
@@ -438,6 +468,10 @@ impl RunArgs {
             webhook_secret: self.webhook_secret.clone(),
             client_auth: self.client_auth,
             client_secret: self.client_secret.clone(),
+            http_header_timeout: seconds(self.http_header_timeout),
+            http_idle_timeout: seconds(self.http_idle_timeout),
+            max_http_connections: self.max_http_connections,
+            max_event_streams: self.max_event_streams,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             client_rate: InboundRate {
@@ -551,6 +585,10 @@ mod tests {
         assert_eq!(from_cli.event_buffer, default.event_buffer);
         assert_eq!(from_cli.client_rate, default.client_rate);
         assert_eq!(from_cli.max_pending_bytes, default.max_pending_bytes);
+        assert_eq!(from_cli.http_header_timeout, default.http_header_timeout);
+        assert_eq!(from_cli.http_idle_timeout, default.http_idle_timeout);
+        assert_eq!(from_cli.max_http_connections, default.max_http_connections);
+        assert_eq!(from_cli.max_event_streams, default.max_event_streams);
     }
 
     #[test]

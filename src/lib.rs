@@ -13,7 +13,8 @@
 //!   [`tls`]: the same over TLS, for both listeners.
 //! - [`acks`]: sends waiting for the client's acknowledgement.
 //! - [`fd_budget`]: the open-files limit shared between clients and HTTP.
-//! - [`api`]: the HTTP API over the registry, including the event stream.
+//! - [`api`]: the HTTP API over the registry, including the event stream;
+//!   [`http_server`]: the connections it is served on, their limits, and its end.
 //! - [`webhooks`]: events POSTed in signed batches to configured URLs.
 //! - [`Hub`]: wires them together and runs both listeners until shutdown.
 //! - [`cli`]: the operator subcommands of the binary (tokens, a device client,
@@ -31,6 +32,7 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod fd_budget;
+pub mod http_server;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
@@ -45,15 +47,19 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::serve::ListenerExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
+
+use http_server::HttpServer;
 
 pub use config::Config;
 pub use registry::Registry;
 
+/// A grace period too long to count: the drain waits for whatever it waits for.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Longest pause between idle-timeout sweeps.
 const IDLE_SWEEP_MAX: Duration = Duration::from_secs(1);
 
@@ -82,7 +88,8 @@ impl Hub {
     /// Serves TCP clients on `tcp` and the HTTP API on `http` until `shutdown` is
     /// cancelled, then drains: new clients are refused, every client gets its
     /// queued frames and `bye` `shutdown` (within the grace period), and the HTTP
-    /// API, which answers `/readyz` with 503 meanwhile, closes last.
+    /// API, which answers `/readyz` with 503 meanwhile, closes last. The drain
+    /// ends within the grace period: HTTP connections still open then are cut.
     pub async fn serve(
         self,
         tcp: TcpListener,
@@ -102,26 +109,15 @@ impl Hub {
         if let Some(timeout) = self.config.idle_timeout {
             tokio::spawn(sweep_idle(self.registry.clone(), timeout, shutdown.clone()));
         }
-        let http_stop = CancellationToken::new();
-        let app = api::router(api::AppState::new(
-            self.registry.clone(),
-            Arc::clone(&self.config),
-        ));
-        let stopped = http_stop.clone().cancelled_owned();
-        let http_server = match tls {
-            None => tokio::spawn(
-                axum::serve(http.tap_io(|socket| send_without_delay(socket)), app)
-                    .with_graceful_shutdown(stopped)
-                    .into_future(),
-            ),
-            Some(acceptor) => tokio::spawn(
-                axum::serve(tls::TlsListener::new(http, acceptor)?, app)
-                    .with_graceful_shutdown(stopped)
-                    .into_future(),
-            ),
-        };
+        let state = api::AppState::new(self.registry.clone(), Arc::clone(&self.config));
+        let limits = http_server::Limits::of(&self.config);
+        let mut http_server = HttpServer::start(http, tls, api::router(state.clone()), limits)?;
 
         shutdown.cancelled().await;
+        // The whole drain, HTTP included, ends by then.
+        let deadline = Instant::now()
+            .checked_add(self.config.shutdown_grace)
+            .unwrap_or_else(|| Instant::now() + FOREVER);
         self.registry.shut_down();
         let _ = accepting.await;
         // Logged once readiness reports the drain and the listener is closed,
@@ -132,11 +128,19 @@ impl Hub {
         // Every client is gone and its last event emitted: followers of the
         // event stream drain it and finish, so the HTTP server can close too.
         self.registry.events().close();
-        webhooks.finish(self.config.shutdown_grace).await;
-        http_stop.cancel();
-        match http_server.await {
-            Ok(result) => result?,
-            Err(join) => return Err(io::Error::other(join)),
+        webhooks
+            .finish(deadline.saturating_duration_since(Instant::now()))
+            .await;
+        http_server.stop();
+        if http_server.closed_by(deadline).await? {
+            http_server.cut().await?;
+        } else {
+            let streams = state.open_event_streams();
+            let connections = http_server.cut().await?;
+            warn!(
+                connections,
+                streams, "shutdown grace ran out: HTTP connections cut short"
+            );
         }
         info!("shutdown complete");
         Ok(())
@@ -156,12 +160,4 @@ async fn sweep_idle(registry: Registry, timeout: Duration, shutdown: Cancellatio
             }
         }
     }
-}
-
-/// HTTP answers and event streams leave as soon as they are written: Nagle's
-/// algorithm would hold a small write back until the previous one is acknowledged.
-/// For plain HTTP connections and, before their handshake, TLS ones.
-fn send_without_delay(socket: &TcpStream) {
-    // A socket that refuses the option still works, only with Nagle's delay.
-    let _ = socket.set_nodelay(true);
 }

@@ -9,9 +9,6 @@
 //! is held (plus one batch being written), a `bye` is the last frame, and a
 //! closing connection gets the grace period to flush, and a client past its
 //! inbound rate is read no further until the rate allows.
-//!
-//! For HTTP, [`TlsListener`] hands axum connections whose handshake is done;
-//! handshakes run concurrently and time out, so a slow one holds up no other.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -24,9 +21,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
@@ -34,7 +29,7 @@ use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::server::TlsStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::codec::FrameDecoder;
 use crate::config::Config;
@@ -44,8 +39,8 @@ use crate::protocol::ByeReason;
 use crate::registry::{Admission, Client, Registration, Registry};
 use crate::throttle::Budget;
 
-/// Longest a client may take to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a client (TCP or HTTP) may take to complete its TLS handshake.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most queued bytes moved into one TLS write.
 const BATCH_BYTES: usize = 64 * 1024;
 /// Bytes read from the TLS stream at once.
@@ -54,10 +49,6 @@ const READ_CHUNK: usize = 8192;
 const READS_PER_WAKE: usize = 8;
 /// How long a closed connection waits for the client to close its side.
 const LINGER: Duration = Duration::from_secs(1);
-/// HTTP connections whose handshake is done, waiting for axum to take them.
-const HANDSHAKEN_BACKLOG: usize = 64;
-/// Pause after an accept error (such as running out of descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The TLS acceptor the configuration asks for, if it asks for one.
 pub fn acceptor(config: &Config) -> io::Result<Option<TlsAcceptor>> {
@@ -309,72 +300,5 @@ impl FrameSink for Collect<'_> {
             }
         }
         Ok(taken)
-    }
-}
-
-/// An HTTP listener whose connections have completed their TLS handshake.
-#[derive(Debug)]
-pub struct TlsListener {
-    local_addr: SocketAddr,
-    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    accepting: JoinHandle<()>,
-}
-
-impl TlsListener {
-    /// Accepts on `listener` and runs each handshake in its own task.
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> io::Result<TlsListener> {
-        let local_addr = listener.local_addr()?;
-        let (ready, handshaken) = mpsc::channel(HANDSHAKEN_BACKLOG);
-        let accepting = tokio::spawn(async move {
-            loop {
-                let (socket, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        warn!(%err, "HTTP accept failed");
-                        sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                };
-                crate::send_without_delay(&socket);
-                let (acceptor, ready) = (acceptor.clone(), ready.clone());
-                tokio::spawn(async move {
-                    match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = ready.send((stream, peer)).await;
-                        }
-                        Ok(Err(err)) => debug!(%peer, %err, "HTTP TLS handshake failed"),
-                        Err(_) => debug!(%peer, "HTTP TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener {
-            local_addr,
-            handshaken,
-            accepting,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.accepting.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.handshaken.recv().await {
-            Some(connection) => connection,
-            // The accepting task only ends when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local_addr)
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::{PATIENCE, TestClient};
 use serde_json::{Value, json};
 use tcphub::fd_budget::FdBudget;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::timeout;
 
@@ -335,6 +335,62 @@ async fn sigterm_drains_queued_messages_then_says_bye_and_exits_zero() {
     }
     reader.expect_bye("shutdown").await;
     assert_eq!(hub.exit_code(PATIENCE).await, Some(0));
+}
+
+#[tokio::test]
+async fn sigterm_with_a_stalled_event_reader_exits_zero_within_the_grace() {
+    let grace = 2;
+    let mut hub = Process::start(&[
+        "--shutdown-grace",
+        &grace.to_string(),
+        "--http-header-timeout",
+        "600",
+        "--http-idle-timeout",
+        "600",
+    ])
+    .await;
+    // A follower that reads the response head, then nothing: a tiny receive
+    // window and megabytes of events leave most of them unsent in the hub.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket
+        .connect(hub.http_addr.parse().unwrap())
+        .await
+        .unwrap();
+    let request =
+        format!("GET /events HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    reader.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.windows(11).any(|window| window == b": following") {
+        let mut chunk = [0u8; 1024];
+        let n = timeout(PATIENCE, reader.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the event stream closed");
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let mut talker = connect(&hub.tcp_addr).await;
+    talker.sync("talker").await;
+    let big = "e".repeat(60_000);
+    for _ in 0..200 {
+        talker.send(&json!({"type": "info", "message": big})).await;
+    }
+    talker.ping().await;
+    hub.signal("TERM");
+    let cut = hub
+        .log_until(|line| line["message"] == "shutdown grace ran out: HTTP connections cut short")
+        .await;
+    assert_eq!(
+        (cut["connections"].clone(), cut["streams"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        hub.exit_code(Duration::from_secs(grace + 5)).await,
+        Some(0),
+        "exits within the grace, plus a margin"
+    );
+    drop(reader);
 }
 
 #[tokio::test]

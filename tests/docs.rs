@@ -163,6 +163,7 @@ fn every_problem_code() -> Vec<String> {
         AckTimeout(text()),
         Unauthorized,
         Draining,
+        TooManyStreams(1),
         NotFound,
         MethodNotAllowed,
         Internal,
@@ -171,7 +172,8 @@ fn every_problem_code() -> Vec<String> {
         match error {
             ClientNotFound(_) | ClientBacklogged(_) | MessageTooLarge(_) | InvalidBody(_)
             | UnsupportedMediaType | InvalidQuery(_) | InvalidPath(_) | InvalidHeader(_)
-            | AckTimeout(_) | Unauthorized | Draining | NotFound | MethodNotAllowed | Internal => {}
+            | AckTimeout(_) | Unauthorized | Draining | TooManyStreams(_) | NotFound
+            | MethodNotAllowed | Internal => {}
         }
     }
     all.iter()

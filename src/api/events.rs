@@ -61,6 +61,7 @@ pub struct EventsMissed {
 /// fell behind, or the buffer no longer reaches its `Last-Event-ID`), an
 /// `events.missed` event (`data: EventsMissed`, no id) says how many, then the
 /// stream goes on. A comment line is sent every 15 s to keep the connection open.
+/// At most `--max-event-streams` streams are open at once.
 #[utoipa::path(
     get,
     path = "/events",
@@ -79,6 +80,7 @@ pub struct EventsMissed {
          example = json!("id: 42\nevent: client.named\ndata: {\"id\":42,\"time\":\"2026-11-25T18:40:30.120Z\",\"clientId\":\"c7\",\"name\":\"Client-1\",\"peer\":\"127.0.0.1:50312\",\"type\":\"client.named\",\"oldName\":null}\n\n")),
         (status = 400, description = "`invalid_query` (an unknown type or parameter) or `invalid_header` (a malformed Last-Event-ID)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`too_many_streams`: `--max-event-streams` streams are open already", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn follow(
@@ -88,6 +90,10 @@ pub async fn follow(
 ) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
     let filter = Filter::new(params)?;
     let after = last_event_id(&headers)?;
+    // Held by the stream: the slot frees when the follower goes away.
+    let slot = Arc::clone(&state.event_streams)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyStreams(state.config.max_event_streams))?;
     let follow = state.registry.events().follow(after);
     // The response head goes out with the first bytes of the body: a comment
     // sends both at once, so the follower knows at once that it is subscribed.
@@ -103,8 +109,8 @@ pub async fn follow(
             .map(sse_event),
     );
     let live = stream::unfold(
-        (follow.live, filter, state.registry),
-        |(mut live, filter, registry)| async move {
+        (follow.live, filter, state.registry, slot),
+        |(mut live, filter, registry, slot)| async move {
             loop {
                 let received = tokio::select! {
                     // Events first: closing ends the stream only once it is drained.
@@ -118,7 +124,7 @@ pub async fn follow(
                     Err(RecvError::Lagged(count)) => missed(&registry, count),
                     Err(RecvError::Closed) => return None,
                 };
-                return Some((next, (live, filter, registry)));
+                return Some((next, (live, filter, registry, slot)));
             }
         },
     );

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+use tokio::sync::Semaphore;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
@@ -34,12 +35,28 @@ pub struct AppState {
     pub registry: Registry,
     /// The hub's settings (token, message size limit).
     pub config: Arc<Config>,
+    /// One permit per `/events` stream that may open (`--max-event-streams`).
+    event_streams: Arc<Semaphore>,
 }
 
 impl AppState {
     /// State for a router over `registry`.
     pub fn new(registry: Registry, config: Arc<Config>) -> AppState {
-        AppState { registry, config }
+        let event_streams = Arc::new(Semaphore::new(
+            config.max_event_streams.min(Semaphore::MAX_PERMITS),
+        ));
+        AppState {
+            registry,
+            config,
+            event_streams,
+        }
+    }
+
+    /// How many `/events` streams are open.
+    pub fn open_event_streams(&self) -> usize {
+        self.config
+            .max_event_streams
+            .saturating_sub(self.event_streams.available_permits())
     }
 }
 

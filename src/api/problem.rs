@@ -68,6 +68,8 @@ pub enum ProblemCode {
     Unauthorized,
     /// 503: the hub is shutting down.
     Draining,
+    /// 503: `--max-event-streams` streams are already open.
+    TooManyStreams,
     /// 404: no such endpoint.
     NotFound,
     /// 405: the endpoint does not take this method.
@@ -91,6 +93,7 @@ impl ProblemCode {
             ProblemCode::AckTimeout => "ack_timeout",
             ProblemCode::Unauthorized => "unauthorized",
             ProblemCode::Draining => "draining",
+            ProblemCode::TooManyStreams => "too_many_streams",
             ProblemCode::NotFound => "not_found",
             ProblemCode::MethodNotAllowed => "method_not_allowed",
             ProblemCode::Internal => "internal",
@@ -134,6 +137,9 @@ pub enum ApiError {
     /// The hub is shutting down.
     #[error("the hub is shutting down")]
     Draining,
+    /// `--max-event-streams` streams are open.
+    #[error("{0} event streams are open, the most this hub serves at once; retry later")]
+    TooManyStreams(usize),
     /// No such route.
     #[error("no such endpoint")]
     NotFound,
@@ -203,6 +209,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 ProblemCode::Draining,
                 "Shutting down",
+            ),
+            ApiError::TooManyStreams(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProblemCode::TooManyStreams,
+                "Too many event streams",
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, ProblemCode::NotFound, "Not found"),
             ApiError::Internal => (
