@@ -61,6 +61,10 @@ pub struct Config {
     pub client_rate: InboundRate,
     /// Most bytes held in unfinished inbound frames across all connections.
     pub max_pending_bytes: usize,
+    /// Most groups one connection may be in.
+    pub max_groups_per_client: usize,
+    /// Most recipients, all items together, of one `POST /send`.
+    pub max_bulk_recipients: usize,
 }
 
 impl Default for Config {
@@ -92,6 +96,8 @@ impl Default for Config {
                 burst: Duration::from_secs(10),
             },
             max_pending_bytes: 64 << 20,
+            max_groups_per_client: 64,
+            max_bulk_recipients: 10_000,
         }
     }
 }
@@ -143,6 +149,8 @@ impl Config {
             ("--queue-capacity", self.queue_capacity),
             ("--event-buffer", self.event_buffer),
             ("--max-pending-bytes", self.max_pending_bytes),
+            ("--max-groups-per-client", self.max_groups_per_client),
+            ("--max-bulk-recipients", self.max_bulk_recipients),
         ];
         if let Some((flag, _)) = positive.into_iter().find(|&(_, value)| value == 0) {
             return Err(ConfigError::Zero(flag));
@@ -412,6 +420,12 @@ pub struct RunArgs {
     /// whose unfinished frame would pass it gets `bye` `frame_too_large`.
     #[arg(long, env = "TCPHUB_MAX_PENDING_BYTES", default_value_t = 64 << 20)]
     pub max_pending_bytes: usize,
+    /// Most groups one TCP client may be in; past it, `error` `invalid_groups`.
+    #[arg(long, env = "TCPHUB_MAX_GROUPS_PER_CLIENT", default_value_t = 64)]
+    pub max_groups_per_client: usize,
+    /// Most recipients, all items together, of one `POST /send`; past it, 413.
+    #[arg(long, env = "TCPHUB_MAX_BULK_RECIPIENTS", default_value_t = 10_000)]
+    pub max_bulk_recipients: usize,
 }
 
 impl RunArgs {
@@ -446,6 +460,8 @@ impl RunArgs {
                 burst: seconds(self.client_rate_burst),
             },
             max_pending_bytes: self.max_pending_bytes,
+            max_groups_per_client: self.max_groups_per_client,
+            max_bulk_recipients: self.max_bulk_recipients,
         }
     }
 }
@@ -551,6 +567,11 @@ mod tests {
         assert_eq!(from_cli.event_buffer, default.event_buffer);
         assert_eq!(from_cli.client_rate, default.client_rate);
         assert_eq!(from_cli.max_pending_bytes, default.max_pending_bytes);
+        assert_eq!(
+            from_cli.max_groups_per_client,
+            default.max_groups_per_client
+        );
+        assert_eq!(from_cli.max_bulk_recipients, default.max_bulk_recipients);
     }
 
     #[test]
