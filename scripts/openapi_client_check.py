@@ -7,8 +7,9 @@ PYTHONPATH:
 
 Raw TCP clients stand in for devices. Every answer is parsed by the generated
 models and checked exactly: send, broadcast, list, get, kick, a 404 problem,
-a send that waits for the device's ack, the metrics text, and the events
-replayed from GET /events with Last-Event-ID, read as the webhook's EventBatch.
+a send that waits for the device's ack, the metrics text, the events
+replayed from GET /events with Last-Event-ID, read as the webhook's EventBatch,
+and groups and bulk sends.
 """
 
 import datetime
@@ -25,13 +26,19 @@ from tcphub_client.api.clients import (
     get_client,
     kick_client,
     list_clients,
+    send_bulk,
     send_to_client,
 )
+from tcphub_client.api.groups import get_group, list_groups, send_to_group, set_client_groups
 from tcphub_client.api.events import follow_events
 from tcphub_client.api.operations import healthz, metrics
 from tcphub_client.models import (
     Acked,
     BroadcastResult,
+    BulkItem,
+    BulkRequest,
+    BulkResult,
+    BulkStatus,
     ClientAckedEvent,
     ClientConnectedEvent,
     ClientDisconnectedEvent,
@@ -40,6 +47,9 @@ from tcphub_client.models import (
     ClientView,
     Condition,
     EventBatch,
+    GroupList,
+    GroupSet,
+    GroupView,
     MessageEnvelope,
     Problem,
     ProblemCode,
@@ -218,7 +228,40 @@ def main(http_addr, tcp_addr, token):
     equal((last[ClientDisconnectedEvent].name, last[ClientDisconnectedEvent].reason), ("Client-2", "kicked"), "kick")
     for event in batch.events:
         equal(event.time.utcoffset(), datetime.timedelta(0), "event time offset")
+
+    check_groups_and_bulk(api, one)
     print("generated client: every call and model checked")
+
+
+def check_groups_and_bulk(api, one):
+    """Groups set over HTTP, a group send, the group listings and a bulk send."""
+    groups = set_client_groups.sync(name="Client-1", client=api, body=GroupSet(groups=["kiosks", "floor-2"]))
+    assert isinstance(groups, GroupSet), groups
+    equal(groups.groups, ["floor-2", "kiosks"], "PUT groups")
+    equal(one.recv(), {"type": "groups", "groups": ["floor-2", "kiosks"]}, "the groups frame")
+    equal(get_client.sync(name="Client-1", client=api).groups, ["floor-2", "kiosks"], "Client.groups")
+
+    listed = list_groups.sync(client=api, prefix="floor")
+    assert isinstance(listed, GroupList), listed
+    equal((listed.total, [(g.name, g.members) for g in listed.groups]), (1, [("floor-2", 1)]), "GET /groups")
+    group = get_group.sync(group="kiosks", client=api)
+    assert isinstance(group, GroupView), group
+    equal((group.name, group.members, [c.name for c in group.clients]), ("kiosks", 1, ["Client-1"]), "GET /groups/kiosks")
+
+    sent = send_to_group.sync(group="kiosks", client=api, body=MessageEnvelope(message={"screen": "off"}))
+    assert isinstance(sent, BroadcastResult), sent
+    equal((sent.recipients, sent.queued, sent.dropped), (1, 1, 0), "group send")
+    want = {"type": "message", "id": sent.id, "scope": "group", "group": "kiosks", "message": {"screen": "off"}}
+    equal(one.recv(), want, "Client-1's group message")
+
+    body = BulkRequest(messages=[BulkItem(to=["Client-1", "ghost"], message=7)])
+    bulk = send_bulk.sync(client=api, body=body)
+    assert isinstance(bulk, BulkResult), bulk
+    equal((bulk.queued, bulk.stored, bulk.not_found, bulk.backlogged), (1, 0, 1, 0), "bulk counts")
+    statuses = [(r.to, r.status) for r in bulk.results]
+    equal(statuses, [("Client-1", BulkStatus.QUEUED), ("ghost", BulkStatus.NOT_FOUND)], "bulk results")
+    want = {"type": "message", "id": bulk.results[0].id, "scope": "direct", "message": 7}
+    equal(one.recv(), want, "Client-1's bulk message")
 
 
 if __name__ == "__main__":

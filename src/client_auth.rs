@@ -1,13 +1,16 @@
 //! Client authentication on the TCP side. With `--client-auth jwt`, a `sync` must
 //! carry `token`: a JWT signed with HS256 under `--client-secret`, whose `sub` is
 //! the name claimed and whose `exp` is still in the future. A backend that knows
-//! the secret mints one token per device name; the hub checks it and forgets it.
+//! the secret mints one token per device name; the hub checks it and keeps only
+//! its optional `groups` claim (names, or prefixes ending in `*`), which limits
+//! the groups the client may join.
 
 use std::fmt;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::groups::GroupClaim;
 use crate::protocol::{ErrorCode, FrameError};
 
 /// Checks the tokens of `sync` frames.
@@ -20,6 +23,8 @@ pub struct ClientAuth {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
 }
 
 impl ClientAuth {
@@ -35,8 +40,8 @@ impl ClientAuth {
         }
     }
 
-    /// Whether `token` lets its bearer use `name`.
-    pub fn check(&self, token: Option<&str>, name: &str) -> Result<(), FrameError> {
+    /// Whether `token` lets its bearer use `name`; if so, its `groups` claim.
+    pub fn check(&self, token: Option<&str>, name: &str) -> Result<Option<GroupClaim>, FrameError> {
         let token = token.ok_or_else(|| unauthorized("a sync must carry a token"))?;
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|err| unauthorized(format!("the token is not valid: {err}")))?
@@ -44,7 +49,7 @@ impl ClientAuth {
         if claims.sub != name {
             return Err(unauthorized("the token was issued for another name"));
         }
-        Ok(())
+        Ok(claims.groups.map(GroupClaim::new))
     }
 }
 
@@ -86,7 +91,19 @@ mod tests {
             b"secret",
             Algorithm::HS256,
         );
-        assert_eq!(auth.check(Some(&good), "Client-1"), Ok(()));
+        assert_eq!(auth.check(Some(&good), "Client-1"), Ok(None));
+        let with_groups = token(
+            json!({"sub": "Client-1", "exp": now() + 60, "groups": ["kiosks", "floor-*"]}),
+            b"secret",
+            Algorithm::HS256,
+        );
+        assert_eq!(
+            auth.check(Some(&with_groups), "Client-1"),
+            Ok(Some(GroupClaim::new(vec![
+                "kiosks".into(),
+                "floor-*".into()
+            ])))
+        );
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub struct Config {
     pub client_rate: InboundRate,
     /// Most bytes held in unfinished inbound frames across all connections.
     pub max_pending_bytes: usize,
+    /// Most groups one connection may be in.
+    pub max_groups_per_client: usize,
+    /// Most recipients, all items together, of one `POST /send`.
+    pub max_bulk_recipients: usize,
 }
 
 impl Default for Config {
@@ -101,6 +105,8 @@ impl Default for Config {
                 burst: Duration::from_secs(10),
             },
             max_pending_bytes: 64 << 20,
+            max_groups_per_client: 64,
+            max_bulk_recipients: 10_000,
         }
     }
 }
@@ -154,6 +160,8 @@ impl Config {
             ("--max-pending-bytes", self.max_pending_bytes),
             ("--max-http-connections", self.max_http_connections),
             ("--max-event-streams", self.max_event_streams),
+            ("--max-groups-per-client", self.max_groups_per_client),
+            ("--max-bulk-recipients", self.max_bulk_recipients),
         ];
         if let Some((flag, _)) = positive.into_iter().find(|&(_, value)| value == 0) {
             return Err(ConfigError::Zero(flag));
@@ -443,6 +451,12 @@ pub struct RunArgs {
     /// whose unfinished frame would pass it gets `bye` `frame_too_large`.
     #[arg(long, env = "TCPHUB_MAX_PENDING_BYTES", default_value_t = 64 << 20)]
     pub max_pending_bytes: usize,
+    /// Most groups one TCP client may be in; past it, `error` `invalid_groups`.
+    #[arg(long, env = "TCPHUB_MAX_GROUPS_PER_CLIENT", default_value_t = 64)]
+    pub max_groups_per_client: usize,
+    /// Most recipients, all items together, of one `POST /send`; past it, 413.
+    #[arg(long, env = "TCPHUB_MAX_BULK_RECIPIENTS", default_value_t = 10_000)]
+    pub max_bulk_recipients: usize,
 }
 
 impl RunArgs {
@@ -480,6 +494,8 @@ impl RunArgs {
                 burst: seconds(self.client_rate_burst),
             },
             max_pending_bytes: self.max_pending_bytes,
+            max_groups_per_client: self.max_groups_per_client,
+            max_bulk_recipients: self.max_bulk_recipients,
         }
     }
 }
@@ -589,6 +605,11 @@ mod tests {
         assert_eq!(from_cli.http_idle_timeout, default.http_idle_timeout);
         assert_eq!(from_cli.max_http_connections, default.max_http_connections);
         assert_eq!(from_cli.max_event_streams, default.max_event_streams);
+        assert_eq!(
+            from_cli.max_groups_per_client,
+            default.max_groups_per_client
+        );
+        assert_eq!(from_cli.max_bulk_recipients, default.max_bulk_recipients);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! the others on its worker, and a client past its rate (see [`crate::throttle`])
 //! is not read again until the rate allows, holding a timer only meanwhile.
 
+use std::collections::BTreeSet;
 use std::future::poll_fn;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
@@ -27,6 +28,7 @@ use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 use tracing::{debug, info};
 
 use crate::codec::{Decoded, FrameDecoder};
+use crate::groups::{self, GroupChange, GroupsError};
 use crate::protocol::{
     ByeReason, ClientFrame, ErrorCode, FrameError, HubFrame, PONG_LINE, validate_name,
 };
@@ -270,7 +272,15 @@ fn on_frame(registry: &Registry, client: &Arc<Client>, value: Value) {
             client_name,
             message,
             token,
-        } => on_sync(registry, client, &client_name, message, token.as_deref()),
+            groups,
+        } => on_sync(
+            registry,
+            client,
+            &client_name,
+            message,
+            token.as_deref(),
+            groups.as_deref(),
+        ),
         ClientFrame::Info { message } => {
             debug!(session = %client.id(), name = client.name().as_deref().map(display), %message, "info from client");
             registry.client_message(client, message);
@@ -279,6 +289,31 @@ fn on_frame(registry: &Registry, client: &Arc<Client>, value: Value) {
             registry.reply(client, &Bytes::from_static(PONG_LINE));
         }
         ClientFrame::Ack { id } => registry.client_acked(client, id),
+        ClientFrame::Join { groups } => {
+            on_join_or_leave(registry, client, &groups, GroupChange::Join)
+        }
+        ClientFrame::Leave { groups } => {
+            on_join_or_leave(registry, client, &groups, GroupChange::Leave);
+        }
+    }
+}
+
+/// Answers `join` or `leave` with the resulting set, or an `error` when nothing changed.
+fn on_join_or_leave(
+    registry: &Registry,
+    client: &Arc<Client>,
+    names: &[String],
+    change: fn(BTreeSet<Arc<str>>) -> GroupChange,
+) {
+    let changed =
+        groups::parse_names(names).and_then(|names| registry.change_groups(client, &change(names)));
+    match changed {
+        Ok(groups) => {
+            registry.reply(client, &HubFrame::Groups { groups: &groups }.encode());
+        }
+        // The connection is closing: nothing more is sent to it.
+        Err(GroupsError::NotFound) => {}
+        Err(refusal) => reply_error(registry, client, &refusal.to_frame_error()),
     }
 }
 
@@ -288,16 +323,31 @@ fn on_sync(
     name: &str,
     message: Option<Value>,
     token: Option<&str>,
+    groups: Option<&[String]>,
 ) {
     if let Err(refusal) = validate_name(name) {
         return reply_error(registry, client, &refusal);
     }
+    let change = match groups.map(groups::parse_names).transpose() {
+        Ok(names) => names.map(GroupChange::Replace),
+        Err(refusal) => return reply_error(registry, client, &refusal.to_frame_error()),
+    };
+    let mut claim = None;
     if let Some(auth) = registry.client_auth() {
-        if let Err(refusal) = auth.check(token, name) {
-            info!(session = %client.id(), %name, detail = %refusal.detail, "client refused: unauthorized");
-            reply_error(registry, client, &refusal);
-            client.outbox().close(ByeReason::Unauthorized);
-            return;
+        match auth.check(token, name) {
+            Ok(granted) => claim = granted,
+            Err(refusal) => {
+                info!(session = %client.id(), %name, detail = %refusal.detail, "client refused: unauthorized");
+                reply_error(registry, client, &refusal);
+                client.outbox().close(ByeReason::Unauthorized);
+                return;
+            }
+        }
+    }
+    if let Some(change) = &change {
+        // Checked before the name is taken, so that a refused sync changes nothing.
+        if let Err(refusal) = registry.check_groups(client, claim.as_ref(), change) {
+            return reply_error(registry, client, &refusal.to_frame_error());
         }
     }
     match registry.sync(client, name) {
@@ -305,9 +355,21 @@ fn on_sync(
             let id = client.id();
             info!(session = %id, peer = %client.peer(), %name, "client named");
             debug!(session = %id, message = message.as_ref().map(display), "sync message");
+            if registry.client_auth().is_some() {
+                registry.set_group_claim(client, claim);
+            }
+            let groups = match change.map(|change| registry.change_groups(client, &change)) {
+                None => None,
+                Some(Ok(groups)) => Some(groups),
+                Some(Err(GroupsError::NotFound)) => return,
+                Some(Err(refusal)) => {
+                    return reply_error(registry, client, &refusal.to_frame_error());
+                }
+            };
             let welcome = HubFrame::Welcome {
                 id: &id,
                 client_name: name,
+                groups: groups.as_deref(),
             };
             registry.reply(client, &welcome.encode());
         }

@@ -93,17 +93,25 @@ pub enum EventKind {
         /// The acknowledged message's id.
         message_id: String,
     },
+    /// A client's group set changed (by `sync`, `join`, `leave` or over HTTP).
+    #[serde(rename = "client.groups")]
+    Groups {
+        /// The new set, sorted.
+        #[schema(value_type = Vec<String>)]
+        groups: Vec<Arc<str>>,
+    },
 }
 
 impl EventKind {
     /// Every event type, as it appears in `type`.
-    pub const TYPES: [&'static str; 6] = [
+    pub const TYPES: [&'static str; 7] = [
         "client.connected",
         "client.named",
         "client.disconnected",
         "client.message",
         "message.dropped",
         "client.acked",
+        "client.groups",
     ];
 
     /// The event's `type`.
@@ -115,6 +123,7 @@ impl EventKind {
             EventKind::Message { .. } => "client.message",
             EventKind::Dropped { .. } => "message.dropped",
             EventKind::Acked { .. } => "client.acked",
+            EventKind::Groups { .. } => "client.groups",
         }
     }
 }

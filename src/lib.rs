@@ -7,6 +7,7 @@
 //! - [`codec`]: bytes to JSON values, whatever the framing (none, newlines, splits).
 //! - [`throttle`]: how fast one connection may send.
 //! - [`outbox`]: one client's bounded outbound queue and direct socket writes.
+//! - [`groups`]: group name rules, token claims and the group member index.
 //! - [`registry`]: the live clients, the name index, sends, broadcasts and kicks;
 //!   the single source of [`events`] and the owner of [`metrics`].
 //! - [`connection`] and [`tcp`]: one task per socket, and the accept loop;
@@ -32,6 +33,7 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod fd_budget;
+pub mod groups;
 pub mod http_server;
 pub mod metrics;
 pub mod outbox;

@@ -74,6 +74,13 @@ pub struct ScopeLabels {
     pub scope: &'static str,
 }
 
+/// Labels naming what became of one recipient of a bulk send.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// `queued`, `not_found` or `backlogged`.
+    pub status: &'static str,
+}
+
 /// Labels naming how something ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -111,6 +118,12 @@ pub struct Metrics {
     pub messages_dropped: Counter,
     /// Recipients per broadcast.
     pub broadcast_fanout: Histogram,
+    /// Sends to a group.
+    pub group_sends: Counter,
+    /// Recipients per group send.
+    pub group_fanout: Histogram,
+    /// Recipients of bulk sends, by status.
+    pub bulk_recipients: Family<StatusLabels, Counter>,
     /// HTTP requests by route, method and status.
     pub http_requests: Family<HttpLabels, Counter>,
     /// HTTP request latency in seconds, by route, method and status.
@@ -154,6 +167,9 @@ impl Default for Metrics {
             messages_queued: Family::default(),
             messages_dropped: Counter::default(),
             broadcast_fanout: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            group_sends: Counter::default(),
+            group_fanout: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            bulk_recipients: Family::default(),
             http_requests: Family::default(),
             http_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 4.0, 10))
@@ -231,6 +247,17 @@ impl Default for Metrics {
             "broadcast_fanout",
             "Recipients per broadcast",
             m.broadcast_fanout.clone(),
+        );
+        registry.register("group_sends", "Sends to a group", m.group_sends.clone());
+        registry.register(
+            "group_fanout",
+            "Recipients per group send",
+            m.group_fanout.clone(),
+        );
+        registry.register(
+            "bulk_recipients",
+            "Recipients of bulk sends, by status (queued, not_found, backlogged)",
+            m.bulk_recipients.clone(),
         );
         registry.register(
             "http_requests",

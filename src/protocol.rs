@@ -4,6 +4,8 @@
 //! This module knows JSON shapes only. It never sees bytes on a socket (that is
 //! [`crate::codec`]) nor the registry.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -28,6 +30,9 @@ pub enum ClientFrame {
         /// Proof of the name, required with `--client-auth jwt` (never logged).
         #[serde(default)]
         token: Option<String>,
+        /// When present, the connection's group set becomes exactly this list.
+        #[serde(default)]
+        groups: Option<Vec<String>>,
     },
     /// A message from the client to the hub; `clientName` is informational only.
     Info {
@@ -42,10 +47,20 @@ pub enum ClientFrame {
         /// The id of the acknowledged message.
         id: String,
     },
+    /// Adds groups to the connection's set: `{"type":"join","groups":["floor-2"]}`.
+    Join {
+        /// The groups to join.
+        groups: Vec<String>,
+    },
+    /// Removes groups from the connection's set: `{"type":"leave","groups":["floor-2"]}`.
+    Leave {
+        /// The groups to leave.
+        groups: Vec<String>,
+    },
 }
 
 /// The frame types a client may send, for telling `unknown_type` from `invalid_frame`.
-const CLIENT_FRAME_TYPES: &[&str] = &["sync", "info", "ping", "ack"];
+const CLIENT_FRAME_TYPES: &[&str] = &["sync", "info", "ping", "ack", "join", "leave"];
 
 impl ClientFrame {
     /// Interprets one decoded JSON value as a client frame.
@@ -98,15 +113,26 @@ pub enum HubFrame<'a> {
         id: &'a str,
         /// The name now registered.
         client_name: &'a str,
+        /// The group set, sorted; only when the `sync` carried `groups`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        groups: Option<&'a [Arc<str>]>,
     },
     /// A pushed message.
     Message {
         /// The message id.
         id: &'a str,
-        /// Whether it went to one client or to all.
+        /// Whether it went to one client, a group or all.
         scope: Scope,
+        /// The group it was sent to, with scope `group` only.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<&'a str>,
         /// The payload, as the HTTP caller gave it.
         message: &'a Value,
+    },
+    /// The connection's group set after a `join`, a `leave` or a change over HTTP.
+    Groups {
+        /// The set, sorted.
+        groups: &'a [Arc<str>],
     },
     /// Answers `ping`.
     Pong,
@@ -147,6 +173,8 @@ pub enum Scope {
     Direct,
     /// To every live client.
     Broadcast,
+    /// To the members of one group.
+    Group,
 }
 
 /// The machine-readable reason in an `error` frame.
@@ -165,6 +193,10 @@ pub enum ErrorCode {
     NameTaken,
     /// Client authentication failed.
     Unauthorized,
+    /// Group names that break the name rules, or more groups than a client may hold.
+    InvalidGroups,
+    /// The client's token does not allow a group it asked for.
+    ForbiddenGroup,
 }
 
 /// Why the hub closes a connection, sent in the `bye` frame.
@@ -241,6 +273,7 @@ mod tests {
                 client_name: "Client-1".into(),
                 message: Some(json!(" hi ")),
                 token: None,
+                groups: None,
             })
         );
         assert_eq!(
@@ -275,6 +308,7 @@ mod tests {
         let frame = HubFrame::Welcome {
             id: "c1",
             client_name: "Client-1",
+            groups: None,
         };
         assert_eq!(
             &frame.encode()[..],

@@ -5,7 +5,13 @@
 //! reach a client: sends, broadcasts and kicks go through its verbs, and every
 //! change emits its event here. The lock is never held across an `.await` nor
 //! during a socket write; per-client counters are atomics updated without it.
-//! The registry does not read sockets or speak HTTP.
+//! The registry does not read sockets or speak HTTP. Group membership and group
+//! sends live in [`groups`], bulk sends in [`bulk`].
+
+mod bulk;
+mod groups;
+
+pub use bulk::Delivery;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -22,6 +28,7 @@ use crate::client_auth::ClientAuth;
 use crate::config::{ClientAuthMode, Config, DuplicateNames, SlowConsumer};
 use crate::events::{EventBus, EventKind};
 use crate::fd_budget::FdBudget;
+use crate::groups::GroupIndex;
 use crate::metrics::{Metrics, ReasonLabels, ScopeLabels};
 use crate::outbox::{FrameSink, Offer, Outbox, Written};
 use crate::protocol::{ByeReason, HubFrame, Scope};
@@ -62,6 +69,8 @@ struct Inner {
     metrics: Metrics,
     /// Set when clients must prove their names; then only named clients get broadcasts.
     client_auth: Option<ClientAuth>,
+    /// Most groups one connection may be in.
+    max_groups: usize,
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +80,8 @@ struct Clients {
     by_name: HashMap<Arc<str>, u64>,
     /// The `clients_named` metric, kept equal to `by_name.len()` by every change to it.
     named_gauge: Gauge,
+    /// Group → members, kept equal to the clients' own sets by every change to them.
+    groups: GroupIndex<Arc<Client>>,
     shutting_down: bool,
 }
 
@@ -83,6 +94,8 @@ pub struct Client {
     /// kept once per connection).
     connected_at_ms: u64,
     name: Mutex<Option<Arc<str>>>,
+    /// Its groups, sorted; changed only under the registry lock, with the index.
+    groups: Mutex<Vec<Arc<str>>>,
     socket: Option<TcpStream>,
     outbox: Outbox,
     stats: ClientStats,
@@ -131,6 +144,11 @@ impl Client {
     /// The registered name, if any.
     pub fn name(&self) -> Option<Arc<str>> {
         lock(&self.name).clone()
+    }
+
+    /// Its groups, sorted.
+    pub fn groups(&self) -> Vec<Arc<str>> {
+        lock(&self.groups).clone()
     }
 
     /// Its counters.
@@ -334,6 +352,7 @@ impl Registry {
                     }
                     _ => None,
                 },
+                max_groups: config.max_groups_per_client,
             }),
         }
     }
@@ -415,6 +434,7 @@ impl Registry {
             peer,
             connected_at_ms: unix_millis(now),
             name: Mutex::new(None),
+            groups: Mutex::default(),
             socket,
             outbox: Outbox::default(),
             pending_in: AtomicUsize::new(0),
@@ -591,21 +611,35 @@ impl Registry {
         let frame = HubFrame::Message {
             id: &id,
             scope: Scope::Broadcast,
+            group: None,
             message,
         }
         .encode();
-        let threads = fanout_threads();
-        let tally = if recipients.len() < PARALLEL_FANOUT_MIN || threads < 2 {
-            self.deliver_to_all(&recipients, &frame, &id)
-        } else {
-            self.deliver_in_parallel(&recipients, &frame, &id, threads)
-        };
-        self.record_written(tally.written);
-        self.count_queued(Scope::Broadcast, tally.queued as u64);
+        let report = self.fan_out(&recipients, &frame, id, Scope::Broadcast);
         self.inner
             .metrics
             .broadcast_fanout
-            .observe(tally.recipients as f64);
+            .observe(report.recipients as f64);
+        report
+    }
+
+    /// Writes or queues one encoded `frame` (message `id`) for every recipient,
+    /// on several threads when they are many.
+    fn fan_out(
+        &self,
+        recipients: &[Arc<Client>],
+        frame: &Bytes,
+        id: String,
+        scope: Scope,
+    ) -> BroadcastReport {
+        let threads = fanout_threads();
+        let tally = if recipients.len() < PARALLEL_FANOUT_MIN || threads < 2 {
+            self.deliver_to_all(recipients, frame, &id)
+        } else {
+            self.deliver_in_parallel(recipients, frame, &id, threads)
+        };
+        self.record_written(tally.written);
+        self.count_queued(scope, tally.queued as u64);
         BroadcastReport {
             id,
             recipients: tally.recipients,
@@ -761,6 +795,7 @@ impl Registry {
         let frame = HubFrame::Message {
             id,
             scope: Scope::Direct,
+            group: None,
             message,
         }
         .encode();
@@ -823,6 +858,7 @@ impl Registry {
         let scope = match scope {
             Scope::Direct => "direct",
             Scope::Broadcast => "broadcast",
+            Scope::Group => "group",
         };
         self.inner
             .metrics
@@ -865,6 +901,7 @@ impl Clients {
     /// Removes a session and, if it holds one, its name.
     fn remove_session(&mut self, session: u64) -> Option<Arc<Client>> {
         let client = self.by_session.remove(&session)?;
+        self.groups.forget(session, &lock(&client.groups));
         if let Some(name) = lock(&client.name).as_ref() {
             if self.by_name.get(name) == Some(&session) {
                 self.by_name.remove(name);

@@ -67,6 +67,7 @@ async fn get_one_client_shows_every_field() {
         "bytesOut",
         "queueLen",
         "dropped",
+        "groups",
     ];
     want.sort_unstable();
     let mut fields = fields;
@@ -460,6 +461,11 @@ async fn the_served_openapi_document_is_the_committed_one_and_matches_the_code()
         "/clients/{name}",
         "/clients/{name}/send",
         "/broadcast",
+        "/send",
+        "/groups",
+        "/groups/{group}",
+        "/groups/{group}/send",
+        "/clients/{name}/groups",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -472,7 +478,7 @@ async fn the_served_openapi_document_is_the_committed_one_and_matches_the_code()
     // What client generators need: a discriminated event union and the webhook.
     let event = &document["components"]["schemas"]["Event"];
     assert_eq!(event["discriminator"]["propertyName"], "type");
-    assert_eq!(event["oneOf"].as_array().map(Vec::len), Some(6));
+    assert_eq!(event["oneOf"].as_array().map(Vec::len), Some(7));
     let webhook = &document["webhooks"]["events"]["post"];
     assert_eq!(
         webhook["requestBody"]["content"]["application/json"]["schema"]["$ref"],

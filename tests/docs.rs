@@ -69,20 +69,23 @@ fn every_error_code() -> Vec<String> {
         InvalidName,
         NameTaken,
         Unauthorized,
+        InvalidGroups,
+        ForbiddenGroup,
     ];
     for code in all {
         match code {
-            InvalidJson | InvalidFrame | UnknownType | InvalidName | NameTaken | Unauthorized => {}
+            InvalidJson | InvalidFrame | UnknownType | InvalidName | NameTaken | Unauthorized
+            | InvalidGroups | ForbiddenGroup => {}
         }
     }
     all.into_iter().map(wire).collect()
 }
 
 fn every_scope() -> Vec<String> {
-    let all = [Scope::Direct, Scope::Broadcast];
+    let all = [Scope::Direct, Scope::Broadcast, Scope::Group];
     for scope in all {
         match scope {
-            Scope::Direct | Scope::Broadcast => {}
+            Scope::Direct | Scope::Broadcast | Scope::Group => {}
         }
     }
     all.into_iter().map(wire).collect()
@@ -95,6 +98,8 @@ fn every_client_frame_type() -> Vec<String> {
         json!({"type": "info", "message": 1}),
         json!({"type": "ping"}),
         json!({"type": "ack", "id": "m1"}),
+        json!({"type": "join", "groups": ["floor-2"]}),
+        json!({"type": "leave", "groups": ["floor-2"]}),
     ];
     let mut seen = BTreeSet::new();
     for example in examples {
@@ -104,6 +109,8 @@ fn every_client_frame_type() -> Vec<String> {
             ClientFrame::Info { .. } => "info",
             ClientFrame::Ping => "ping",
             ClientFrame::Ack { .. } => "ack",
+            ClientFrame::Join { .. } => "join",
+            ClientFrame::Leave { .. } => "leave",
         };
         assert_eq!(kind, variant);
         seen.insert(kind);
@@ -118,12 +125,15 @@ fn every_hub_frame_type() -> Vec<String> {
         HubFrame::Welcome {
             id: "c1",
             client_name: "Client-1",
+            groups: None,
         },
         HubFrame::Message {
             id: "m1",
             scope: Scope::Direct,
+            group: None,
             message: &message,
         },
+        HubFrame::Groups { groups: &[] },
         HubFrame::Pong,
         HubFrame::Error {
             code: ErrorCode::InvalidJson,
@@ -137,6 +147,7 @@ fn every_hub_frame_type() -> Vec<String> {
         match frame {
             HubFrame::Welcome { .. }
             | HubFrame::Message { .. }
+            | HubFrame::Groups { .. }
             | HubFrame::Pong
             | HubFrame::Error { .. }
             | HubFrame::Bye { .. } => {}
@@ -160,6 +171,10 @@ fn every_problem_code() -> Vec<String> {
         InvalidQuery(text()),
         InvalidPath(text()),
         InvalidHeader(text()),
+        InvalidGroups(text()),
+        TooManyRecipients(text()),
+        ItemTooLarge(0, 1),
+        BodyTooLarge(1),
         AckTimeout(text()),
         Unauthorized,
         Draining,
@@ -172,6 +187,7 @@ fn every_problem_code() -> Vec<String> {
         match error {
             ClientNotFound(_) | ClientBacklogged(_) | MessageTooLarge(_) | InvalidBody(_)
             | UnsupportedMediaType | InvalidQuery(_) | InvalidPath(_) | InvalidHeader(_)
+            | InvalidGroups(_) | TooManyRecipients(_) | ItemTooLarge(..) | BodyTooLarge(_)
             | AckTimeout(_) | Unauthorized | Draining | TooManyStreams(_) | NotFound
             | MethodNotAllowed | Internal => {}
         }

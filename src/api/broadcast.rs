@@ -6,23 +6,36 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::registry::BroadcastReport;
+
 use super::problem::{MessageEnvelope, Problem, SendBody};
 use super::query::{NoParams, Params};
 use super::{ApiError, AppState};
 
-/// What a broadcast reached.
+/// What a broadcast or a group send reached.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({"id": "m42", "recipients": 3, "queued": 3, "dropped": 0}))]
 pub struct BroadcastResult {
     /// The message id, as the clients receive it.
     pub id: String,
-    /// Live clients when it was sent.
+    /// Live clients (or group members) when it was sent.
     pub recipients: usize,
     /// Clients that accepted it (written at once or queued).
     pub queued: usize,
     /// Clients whose queue was full.
     pub dropped: usize,
+}
+
+impl From<BroadcastReport> for BroadcastResult {
+    fn from(report: BroadcastReport) -> BroadcastResult {
+        BroadcastResult {
+            id: report.id,
+            recipients: report.recipients,
+            queued: report.queued,
+            dropped: report.dropped,
+        }
+    }
 }
 
 /// Push a message to every live client.
@@ -65,11 +78,5 @@ pub async fn broadcast(
             tracing::error!(%err, "broadcast task failed");
             ApiError::Internal
         })?;
-    let result = BroadcastResult {
-        id: report.id,
-        recipients: report.recipients,
-        queued: report.queued,
-        dropped: report.dropped,
-    };
-    Ok((StatusCode::ACCEPTED, Json(result)))
+    Ok((StatusCode::ACCEPTED, Json(BroadcastResult::from(report))))
 }

@@ -36,7 +36,8 @@ const MAX_ACK_TIMEOUT_MS: u64 = 60_000;
 #[schema(example = json!({
     "id": "c7", "name": "Client-1", "peer": "127.0.0.1:50312",
     "connectedAt": "2026-11-25T18:40:30.123Z", "lastActiveAt": "2026-11-25T18:40:33.125Z",
-    "framesIn": 2, "framesOut": 1, "bytesIn": 141, "bytesOut": 55, "queueLen": 0, "dropped": 0
+    "framesIn": 2, "framesOut": 1, "bytesIn": 141, "bytesOut": 55, "queueLen": 0, "dropped": 0,
+    "groups": ["floor-2", "kiosks"]
 }))]
 pub struct ClientView {
     /// Session id, unique for the process.
@@ -64,6 +65,8 @@ pub struct ClientView {
     pub queue_len: usize,
     /// Pushed messages dropped because its queue was full.
     pub dropped: u64,
+    /// The groups it is in, sorted.
+    pub groups: Vec<String>,
 }
 
 impl From<&Client> for ClientView {
@@ -80,7 +83,7 @@ impl From<&Listed> for ClientView {
 
 impl ClientView {
     /// The view of `client` under `name`, the name it held when it was looked up.
-    fn named(client: &Client, name: Option<Arc<str>>) -> ClientView {
+    pub(super) fn named(client: &Client, name: Option<Arc<str>>) -> ClientView {
         let stats = client.stats();
         ClientView {
             id: client.id(),
@@ -94,6 +97,7 @@ impl ClientView {
             bytes_out: stats.bytes_out.load(Ordering::Relaxed),
             queue_len: client.queue_len(),
             dropped: stats.dropped.load(Ordering::Relaxed),
+            groups: client.groups().iter().map(|g| g.to_string()).collect(),
         }
     }
 }
@@ -350,7 +354,7 @@ pub async fn kick(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn path_name(name: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(super) fn path_name(name: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     name.map(|Path(name)| name)
         .map_err(|err| ApiError::InvalidPath(err.body_text()))
 }

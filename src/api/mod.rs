@@ -5,11 +5,14 @@
 //! handlers and types ([`ApiDoc`]).
 
 pub mod broadcast;
+pub mod bulk;
 pub mod clients;
 pub mod dashboard;
 mod doc;
 pub mod events;
+pub mod groups;
 mod guard;
+mod json_body;
 pub mod ops;
 pub mod problem;
 mod query;
@@ -17,7 +20,7 @@ mod query;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::sync::Semaphore;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -69,7 +72,12 @@ pub fn router(state: AppState) -> Router {
             get(clients::get_one).delete(clients::kick),
         )
         .route("/clients/{name}/send", post(clients::send))
+        .route("/clients/{name}/groups", put(groups::set_for_client))
         .route("/broadcast", post(broadcast::broadcast))
+        .route("/send", post(bulk::send))
+        .route("/groups", get(groups::list))
+        .route("/groups/{group}", get(groups::get_one))
+        .route("/groups/{group}/send", post(groups::send))
         .route("/events", get(events::follow))
         .merge(ops::routes())
         .merge(dashboard::routes())
@@ -85,7 +93,7 @@ pub fn router(state: AppState) -> Router {
     info(
         title = "tcphub",
         description = "Reach devices and programs that hold raw TCP connections to the hub: \
-                       list them, push messages to one by name or to all, disconnect them.\n\n\
+                       list them, push messages to one by name, to many, to a group or to all, disconnect them.\n\n\
                        Every endpoint refuses a query parameter it does not take with 400 \
                        `invalid_query` naming it, as send bodies refuse unknown JSON members \
                        with 400 `invalid_body`. Times are RFC 3339 in UTC with exactly three \
@@ -99,6 +107,11 @@ pub fn router(state: AppState) -> Router {
         clients::send,
         clients::kick,
         broadcast::broadcast,
+        bulk::send,
+        groups::list,
+        groups::get_one,
+        groups::send,
+        groups::set_for_client,
         events::follow,
         ops::healthz,
         ops::readyz,
@@ -115,6 +128,7 @@ pub fn router(state: AppState) -> Router {
     security(("bearer" = [])),
     tags(
         (name = "clients", description = "Live TCP clients and pushes to them"),
+        (name = "groups", description = "Named sets of clients, and pushes to every member"),
         (name = "events", description = "What happens in the hub, as server-sent events \
                                           (webhooks receive the same events as an EventBatch)"),
         (name = "operations", description = "Health, readiness, metrics and this document")

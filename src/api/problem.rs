@@ -62,6 +62,10 @@ pub enum ProblemCode {
     InvalidPath,
     /// 400: a request header is malformed.
     InvalidHeader,
+    /// 400: group names that break the name rules, or too many groups.
+    InvalidGroups,
+    /// 413: a bulk send names more recipients than `--max-bulk-recipients`.
+    TooManyRecipients,
     /// 504: the client did not acknowledge the message in time, or disconnected first.
     AckTimeout,
     /// 401: missing or wrong bearer token.
@@ -90,6 +94,8 @@ impl ProblemCode {
             ProblemCode::InvalidQuery => "invalid_query",
             ProblemCode::InvalidPath => "invalid_path",
             ProblemCode::InvalidHeader => "invalid_header",
+            ProblemCode::InvalidGroups => "invalid_groups",
+            ProblemCode::TooManyRecipients => "too_many_recipients",
             ProblemCode::AckTimeout => "ack_timeout",
             ProblemCode::Unauthorized => "unauthorized",
             ProblemCode::Draining => "draining",
@@ -128,6 +134,18 @@ pub enum ApiError {
     /// A request header is malformed.
     #[error("{0}")]
     InvalidHeader(String),
+    /// Group names that break the name rules, or too many groups.
+    #[error("{0}")]
+    InvalidGroups(String),
+    /// A bulk send names more recipients than allowed.
+    #[error("{0}")]
+    TooManyRecipients(String),
+    /// A bulk item's message exceeds `--max-message-bytes`.
+    #[error("messages[{0}]: the message is larger than {1} bytes")]
+    ItemTooLarge(usize, usize),
+    /// A JSON body longer than the endpoint takes.
+    #[error("the body is larger than {0} bytes")]
+    BodyTooLarge(usize),
     /// The client did not acknowledge the message in time, or disconnected first.
     #[error("{0}")]
     AckTimeout(String),
@@ -194,6 +212,26 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 ProblemCode::InvalidHeader,
                 "Invalid header",
+            ),
+            ApiError::InvalidGroups(_) => (
+                StatusCode::BAD_REQUEST,
+                ProblemCode::InvalidGroups,
+                "Invalid groups",
+            ),
+            ApiError::TooManyRecipients(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ProblemCode::TooManyRecipients,
+                "Too many recipients",
+            ),
+            ApiError::ItemTooLarge(..) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ProblemCode::MessageTooLarge,
+                "Message too large",
+            ),
+            ApiError::BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ProblemCode::MessageTooLarge,
+                "Body too large",
             ),
             ApiError::AckTimeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
@@ -314,7 +352,7 @@ impl FromRequest<AppState> for SendBody {
 
 /// A body that could not be read: too long, or broken (bad chunked encoding, or
 /// shorter than its `Content-Length`).
-fn unreadable_body(err: axum::Error, max: usize) -> ApiError {
+pub(super) fn unreadable_body(err: axum::Error, max: usize) -> ApiError {
     let cause = err.into_inner();
     if cause.is::<http_body_util::LengthLimitError>() {
         ApiError::MessageTooLarge(max)
@@ -323,13 +361,15 @@ fn unreadable_body(err: axum::Error, max: usize) -> ApiError {
     }
 }
 
-enum BodyKind {
+pub(super) enum BodyKind {
+    /// `application/json`.
     Json,
+    /// `text/plain`.
     Text,
 }
 
 impl BodyKind {
-    fn of(request: &Request) -> Result<BodyKind, ApiError> {
+    pub(super) fn of(request: &Request) -> Result<BodyKind, ApiError> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)

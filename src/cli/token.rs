@@ -21,7 +21,8 @@ pub struct TokenArgs {
     /// Seconds until the token expires.
     #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub ttl: u64,
-    /// Groups the client belongs to, comma-separated (a `groups` claim).
+    /// Groups the client may join: names, or prefixes ending in `*`,
+    /// comma-separated (a `groups` claim; without it, any group).
     #[arg(long, value_delimiter = ',')]
     pub groups: Vec<String>,
     /// Print `{"token","sub","exp"}` instead of the bare token.
@@ -83,7 +84,10 @@ mod tests {
         };
         let token = mint(&claims, b"secret").unwrap();
         let auth = ClientAuth::hs256(b"secret");
-        assert_eq!(auth.check(Some(&token), "dev-1"), Ok(()));
+        assert_eq!(
+            auth.check(Some(&token), "dev-1"),
+            Ok(Some(crate::groups::GroupClaim::new(groups.clone())))
+        );
         assert!(auth.check(Some(&token), "dev-2").is_err());
         assert!(
             ClientAuth::hs256(b"other")

@@ -88,6 +88,11 @@ impl TestHub {
         send(self.request(reqwest::Method::POST, path).json(&body)).await
     }
 
+    /// `PUT path` with a JSON body.
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        send(self.request(reqwest::Method::PUT, path).json(&body)).await
+    }
+
     /// `POST path` with a raw body and content type.
     pub async fn post_raw(
         &self,

@@ -155,6 +155,44 @@ test('pages through clients, filters them by name prefix, and counts them in the
     await page.context().close();
   }));
 
+test('shows each client\'s groups, lists one group\'s members, and sends to a group', () =>
+  withHub({}, async (hub, clients) => {
+    const kiosk = await TcpClient.synced(hub, 'kiosk-1');
+    const meter = await TcpClient.synced(hub, 'meter-1');
+    clients.push(kiosk, meter);
+    kiosk.send({ type: 'join', groups: ['kiosks', 'floor-2'] });
+    assert.deepEqual(await kiosk.next(), { type: 'groups', groups: ['floor-2', 'kiosks'] });
+    const page = await openDashboard(browser, hub);
+
+    const kioskRow = rowFor(page, 'kiosk-1');
+    await kioskRow.waitFor();
+    assert.equal(await kioskRow.locator('.groups').textContent(), 'floor-2, kiosks');
+    assert.equal(await rowFor(page, 'meter-1').locator('.groups').textContent(), '');
+    // A change arrives as a client.groups event, which refreshes the row.
+    meter.send({ type: 'join', groups: ['meters'] });
+    assert.deepEqual(await meter.next(), { type: 'groups', groups: ['meters'] });
+    await page.waitForFunction(() =>
+      document.querySelector('#clients-body tr[data-name="meter-1"] .groups')?.textContent === 'meters');
+
+    await page.locator('#filter-group').fill('kiosks');
+    await page.waitForFunction(() => document.querySelector('#page-summary')?.textContent === '1–1 of 1');
+    assert.deepEqual(
+      await page.locator('#clients-body tr.client-row').evaluateAll((rows) => rows.map((r) => r.dataset.name)),
+      ['kiosk-1']);
+    assert.equal(await page.locator('#filter-prefix').isDisabled(), true);
+
+    await page.locator('#group-send-name').fill('kiosks');
+    await page.locator('#group-send-input').fill('{"screen":"off"}');
+    await page.locator('#group-send-form button[type=submit]').click();
+    const pushed = await kiosk.next();
+    assert.deepEqual(pushed,
+      { type: 'message', id: pushed.id, scope: 'group', group: 'kiosks', message: { screen: 'off' } });
+    const result = page.locator(`#group-send-result[data-message-id="${pushed.id}"]`);
+    await result.waitFor();
+    assert.equal(await result.textContent(), `1 member: 1 queued, 0 dropped · id ${pushed.id}`);
+    await page.context().close();
+  }));
+
 /** Connects Client-1, waits for its row, then disconnects it and waits for the row to go. */
 async function showsComingAndGoing(page, hub) {
   const device = await TcpClient.synced(hub, 'Client-1');

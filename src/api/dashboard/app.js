@@ -1,5 +1,6 @@
 // The tcphub dashboard's behaviour: follows the hub through its HTTP API (GET /clients,
-// GET /events, GET /metrics), drives it (send, broadcast, kick), and asks for the API
+// GET /groups/{group}, GET /events, GET /metrics), drives it (send, send to a group,
+// broadcast, kick), and asks for the API
 // token when the hub wants one. Plain browser JavaScript modules: no framework, no build step.
 import { drawChart } from './chart.js';
 import { EventFeed } from './feed.js';
@@ -19,7 +20,7 @@ const RECONNECT_MAX_MS = 30000;
 const KICK_CONFIRM_MS = 4000;
 const TOKEN_KEY = 'tcphub.apiToken';
 // What the feed shows. Acks are left out: one per pushed message, they would bury the rest.
-const FOLLOWED_EVENTS = 'client.connected,client.named,client.message,client.disconnected,message.dropped';
+const FOLLOWED_EVENTS = 'client.connected,client.named,client.message,client.disconnected,message.dropped,client.groups';
 const DROP_EVENT = 'message.dropped';
 const MESSAGE_EVENT = 'client.message';
 const METRIC_CONNECTED = 'tcphub_clients_connected';
@@ -33,7 +34,9 @@ const $ = (id) => document.getElementById(id);
 const numberFormat = new Intl.NumberFormat('en-US');
 const rateFormat = new Intl.NumberFormat('en-US', { maximumFractionDigits: 1 });
 
-const view = { prefix: '', named: '', offset: 0, total: 0, clients: [] };
+// With `group` set, the table lists that group's members (GET /groups/{group}), which
+// takes no name filters.
+const view = { prefix: '', named: '', group: '', offset: 0, total: 0, clients: [] };
 const hub = {
   token: sessionStorage.getItem(TOKEN_KEY),
   locked: false,
@@ -172,11 +175,13 @@ function showState() {
 
 // ---- the client table ----------------------------------------------------------------
 
+/** The request behind the table: a page of clients, or of one group's members. */
 function tableQuery() {
   const query = new URLSearchParams({ limit: PAGE_SIZE, offset: view.offset });
+  if (view.group) return `/groups/${encodeURIComponent(view.group)}?${query}`;
   if (view.prefix) query.set('prefix', view.prefix);
   if (view.named) query.set('named', view.named);
-  return query.toString();
+  return `/clients?${query}`;
 }
 
 /** Asks for a table refresh within `delayMs`; an earlier request wins, none run concurrently. */
@@ -213,9 +218,10 @@ async function refreshTable() {
   const query = tableQuery();
   let page;
   try {
-    const response = await api(`/clients?${query}`);
+    const response = await api(query);
     if (!response.ok) throw new Error(await problemDetail(response));
-    page = await response.json();
+    const body = await response.json();
+    page = view.group ? { total: body.members, clients: body.clients } : body;
   } catch (error) {
     if (!(error instanceof Unauthorized) && !hub.unreachable) showActionResult(error.message, true);
     return;
@@ -284,6 +290,7 @@ function createClientRow(id) {
     <td class="num bytes"></td>
     <td class="num queue"></td>
     <td class="num dropped"></td>
+    <td class="groups"></td>
     <td class="actions">
       <button type="button" class="small" data-action="details">Details</button>
       <button type="button" class="small" data-action="send">Send</button>
@@ -311,6 +318,7 @@ function updateClientRow(row, client) {
   set('.bytes', `${formatBytes(client.bytesIn)} / ${formatBytes(client.bytesOut)}`);
   set('.queue', numberFormat.format(client.queueLen));
   set('.dropped', numberFormat.format(client.dropped)).classList.toggle('alert', client.dropped > 0);
+  set('.groups', client.groups.join(', '));
   for (const button of row.querySelectorAll('button[data-action=send], button[data-action=kick]')) {
     button.disabled = client.name === null;
     button.title = client.name === null ? 'Unnamed clients cannot be addressed by name' : '';
@@ -666,6 +674,7 @@ function updatePanel(client) {
   }
   field('bytesIn').textContent = formatBytes(client.bytesIn);
   field('bytesOut').textContent = formatBytes(client.bytesOut);
+  field('groups').textContent = client.groups.length === 0 ? 'none' : client.groups.join(', ');
   field('dropped').classList.toggle('alert', client.dropped > 0);
 }
 
@@ -803,6 +812,39 @@ function wire() {
     } catch (error) {
       if (!(error instanceof Unauthorized)) showResult(result, error.message, true);
     }
+  });
+
+  const groupForm = $('group-send-form');
+  const groupInput = $('group-send-input');
+  wireKindHint(groupInput, groupForm.querySelector('.kind'));
+  groupForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const result = $('group-send-result');
+    const group = $('group-send-name').value.trim();
+    try {
+      const path = `/groups/${encodeURIComponent(group)}/send`;
+      const answer = await postMessage(path, parseMessage(groupInput.value).message);
+      const members = answer.recipients === 1 ? '1 member' : `${numberFormat.format(answer.recipients)} members`;
+      showResult(result,
+        `${members}: ${numberFormat.format(answer.queued)} queued, ${numberFormat.format(answer.dropped)} dropped · id ${answer.id}`,
+        false, answer.id);
+      scheduleRefresh(TRAFFIC_DEBOUNCE_MS);
+    } catch (error) {
+      if (!(error instanceof Unauthorized)) showResult(result, error.message, true);
+    }
+  });
+
+  let groupTimer = null;
+  $('filter-group').addEventListener('input', (event) => {
+    clearTimeout(groupTimer);
+    groupTimer = setTimeout(() => {
+      view.group = event.target.value.trim();
+      view.offset = 0;
+      // A group's member list takes no name filters.
+      $('filter-prefix').disabled = view.group !== '';
+      $('filter-named').disabled = view.group !== '';
+      scheduleRefresh(0);
+    }, FILTER_DEBOUNCE_MS);
   });
 
   let filterTimer = null;

@@ -16,6 +16,7 @@ const LABELS = {
   'client.message': 'info',
   'message.dropped': 'dropped',
   'client.disconnected': 'left',
+  'client.groups': 'groups',
   [MISSED]: 'missed',
 };
 
@@ -113,6 +114,7 @@ export function describe(event) {
     case 'client.message': return clip(JSON.stringify(event.message) ?? '');
     case 'message.dropped': return `message ${event.messageId}, queue full`;
     case 'client.disconnected': return event.reason;
+    case 'client.groups': return event.groups.length === 0 ? 'in no group' : `in ${event.groups.join(', ')}`;
     case MISSED: return `${event.missed} events were lost`;
     default: return '';
   }
