@@ -61,6 +61,14 @@ pub struct Config {
     pub client_rate: InboundRate,
     /// Most bytes held in unfinished inbound frames across all connections.
     pub max_pending_bytes: usize,
+    /// Where the mailbox database lives; `None` keeps mailboxes in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Longest `ttl` a stored message may ask for.
+    pub mailbox_max_ttl: Duration,
+    /// Most messages stored per name.
+    pub mailbox_capacity: usize,
+    /// Most message bytes stored across all names.
+    pub mailbox_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -92,6 +100,10 @@ impl Default for Config {
                 burst: Duration::from_secs(10),
             },
             max_pending_bytes: 64 << 20,
+            data_dir: None,
+            mailbox_max_ttl: Duration::from_secs(86_400),
+            mailbox_capacity: 1000,
+            mailbox_max_bytes: 1 << 30,
         }
     }
 }
@@ -143,6 +155,7 @@ impl Config {
             ("--queue-capacity", self.queue_capacity),
             ("--event-buffer", self.event_buffer),
             ("--max-pending-bytes", self.max_pending_bytes),
+            ("--mailbox-capacity", self.mailbox_capacity),
         ];
         if let Some((flag, _)) = positive.into_iter().find(|&(_, value)| value == 0) {
             return Err(ConfigError::Zero(flag));
@@ -412,6 +425,19 @@ pub struct RunArgs {
     /// whose unfinished frame would pass it gets `bye` `frame_too_large`.
     #[arg(long, env = "TCPHUB_MAX_PENDING_BYTES", default_value_t = 64 << 20)]
     pub max_pending_bytes: usize,
+    /// Directory of the mailbox database (SQLite); without it, stored messages
+    /// are kept in memory and lost on restart.
+    #[arg(long, env = "TCPHUB_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Longest `ttl` (seconds) a send may store a message for.
+    #[arg(long, env = "TCPHUB_MAILBOX_MAX_TTL", default_value_t = 86_400)]
+    pub mailbox_max_ttl: u64,
+    /// Most messages stored per name; past it, 503 `mailbox_full`.
+    #[arg(long, env = "TCPHUB_MAILBOX_CAPACITY", default_value_t = 1000)]
+    pub mailbox_capacity: usize,
+    /// Most message bytes stored in all; past it, 503 `mailbox_full`.
+    #[arg(long, env = "TCPHUB_MAILBOX_MAX_BYTES", default_value_t = 1 << 30)]
+    pub mailbox_max_bytes: u64,
 }
 
 impl RunArgs {
@@ -446,6 +472,10 @@ impl RunArgs {
                 burst: seconds(self.client_rate_burst),
             },
             max_pending_bytes: self.max_pending_bytes,
+            data_dir: self.data_dir.clone(),
+            mailbox_max_ttl: seconds(self.mailbox_max_ttl),
+            mailbox_capacity: self.mailbox_capacity,
+            mailbox_max_bytes: self.mailbox_max_bytes,
         }
     }
 }

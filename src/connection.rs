@@ -310,6 +310,7 @@ fn on_sync(
                 client_name: name,
             };
             registry.reply(client, &welcome.encode());
+            crate::mailbox::delivery::deliver_stored(registry, client);
         }
         Err(SyncError::NameTaken) => {
             let detail = format!("the name {name:?} is held by another connection");

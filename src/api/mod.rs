@@ -10,6 +10,7 @@ pub mod dashboard;
 mod doc;
 pub mod events;
 mod guard;
+pub mod mailboxes;
 pub mod ops;
 pub mod problem;
 mod query;
@@ -54,6 +55,11 @@ pub fn router(state: AppState) -> Router {
         .route("/clients/{name}/send", post(clients::send))
         .route("/broadcast", post(broadcast::broadcast))
         .route("/events", get(events::follow))
+        .route("/mailboxes", get(mailboxes::list))
+        .route(
+            "/mailboxes/{name}",
+            get(mailboxes::get_one).delete(mailboxes::purge),
+        )
         .merge(ops::routes())
         .merge(dashboard::routes())
         .fallback(|| async { ApiError::NotFound })
@@ -83,6 +89,9 @@ pub fn router(state: AppState) -> Router {
         clients::kick,
         broadcast::broadcast,
         events::follow,
+        mailboxes::list,
+        mailboxes::get_one,
+        mailboxes::purge,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -92,12 +101,14 @@ pub fn router(state: AppState) -> Router {
         crate::events::Event,
         events::EventsMissed,
         clients::Wait,
+        clients::Until,
         crate::webhooks::EventBatch
     )),
     modifiers(&BearerAuth, &EventUnion, &Constants, &DefaultProblem, &Webhook),
     security(("bearer" = [])),
     tags(
         (name = "clients", description = "Live TCP clients and pushes to them"),
+        (name = "mailboxes", description = "Messages stored for names with no live client, or until acked"),
         (name = "events", description = "What happens in the hub, as server-sent events \
                                           (webhooks receive the same events as an EventBatch)"),
         (name = "operations", description = "Health, readiness, metrics and this document")
