@@ -165,13 +165,15 @@ fn every_problem_code() -> Vec<String> {
         Draining,
         NotFound,
         MethodNotAllowed,
+        MailboxFull(text()),
         Internal,
     ];
     for error in &all {
         match error {
             ClientNotFound(_) | ClientBacklogged(_) | MessageTooLarge(_) | InvalidBody(_)
             | UnsupportedMediaType | InvalidQuery(_) | InvalidPath(_) | InvalidHeader(_)
-            | AckTimeout(_) | Unauthorized | Draining | NotFound | MethodNotAllowed | Internal => {}
+            | AckTimeout(_) | Unauthorized | Draining | NotFound | MethodNotAllowed
+            | MailboxFull(_) | Internal => {}
         }
     }
     all.iter()
