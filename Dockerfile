@@ -42,7 +42,8 @@ RUN cargo clean --release --locked --package tcphub \
 
 FROM ${RUNTIME_IMAGE}
 RUN useradd --system --user-group --uid 10001 --no-create-home \
-        --home-dir /nonexistent --shell /usr/sbin/nologin tcphub
+        --home-dir /nonexistent --shell /usr/sbin/nologin tcphub \
+ && mkdir /data && chown 10001:10001 /data
 COPY --from=build /usr/src/tcphub/target/release/tcphub /usr/local/bin/tcphub
 # A numeric user lets orchestrators verify "run as non-root" without reading /etc/passwd.
 USER 10001:10001
@@ -54,7 +55,10 @@ USER 10001:10001
 ENV TCPHUB_TCP_ADDR=0.0.0.0:9000 \
     TCPHUB_HTTP_ADDR=0.0.0.0:8080 \
     TCPHUB_LOG_FORMAT=json \
-    TCPHUB_SHUTDOWN_GRACE=8
+    TCPHUB_SHUTDOWN_GRACE=8 \
+    TCPHUB_DATA_DIR=/data
+# The mailbox database: stored messages outlive the container on this volume.
+VOLUME /data
 EXPOSE 9000 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

@@ -71,6 +71,14 @@ pub struct Config {
     pub max_groups_per_client: usize,
     /// Most recipients, all items together, of one `POST /send`.
     pub max_bulk_recipients: usize,
+    /// Where the mailbox database lives; `None` keeps mailboxes in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Longest `ttl` a stored message may ask for.
+    pub mailbox_max_ttl: Duration,
+    /// Most messages stored per name.
+    pub mailbox_capacity: usize,
+    /// Most message bytes stored across all names.
+    pub mailbox_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -107,6 +115,10 @@ impl Default for Config {
             max_pending_bytes: 64 << 20,
             max_groups_per_client: 64,
             max_bulk_recipients: 10_000,
+            data_dir: None,
+            mailbox_max_ttl: Duration::from_secs(86_400),
+            mailbox_capacity: 1000,
+            mailbox_max_bytes: 1 << 30,
         }
     }
 }
@@ -162,6 +174,7 @@ impl Config {
             ("--max-event-streams", self.max_event_streams),
             ("--max-groups-per-client", self.max_groups_per_client),
             ("--max-bulk-recipients", self.max_bulk_recipients),
+            ("--mailbox-capacity", self.mailbox_capacity),
         ];
         if let Some((flag, _)) = positive.into_iter().find(|&(_, value)| value == 0) {
             return Err(ConfigError::Zero(flag));
@@ -457,6 +470,19 @@ pub struct RunArgs {
     /// Most recipients, all items together, of one `POST /send`; past it, 413.
     #[arg(long, env = "TCPHUB_MAX_BULK_RECIPIENTS", default_value_t = 10_000)]
     pub max_bulk_recipients: usize,
+    /// Directory of the mailbox database (SQLite); without it, stored messages
+    /// are kept in memory and lost on restart.
+    #[arg(long, env = "TCPHUB_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Longest `ttl` (seconds) a send may store a message for.
+    #[arg(long, env = "TCPHUB_MAILBOX_MAX_TTL", default_value_t = 86_400)]
+    pub mailbox_max_ttl: u64,
+    /// Most messages stored per name; past it, 503 `mailbox_full`.
+    #[arg(long, env = "TCPHUB_MAILBOX_CAPACITY", default_value_t = 1000)]
+    pub mailbox_capacity: usize,
+    /// Most message bytes stored in all; past it, 503 `mailbox_full`.
+    #[arg(long, env = "TCPHUB_MAILBOX_MAX_BYTES", default_value_t = 1 << 30)]
+    pub mailbox_max_bytes: u64,
 }
 
 impl RunArgs {
@@ -496,6 +522,10 @@ impl RunArgs {
             max_pending_bytes: self.max_pending_bytes,
             max_groups_per_client: self.max_groups_per_client,
             max_bulk_recipients: self.max_bulk_recipients,
+            data_dir: self.data_dir.clone(),
+            mailbox_max_ttl: seconds(self.mailbox_max_ttl),
+            mailbox_capacity: self.mailbox_capacity,
+            mailbox_max_bytes: self.mailbox_max_bytes,
         }
     }
 }

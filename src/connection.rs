@@ -372,6 +372,7 @@ fn on_sync(
                 groups: groups.as_deref(),
             };
             registry.reply(client, &welcome.encode());
+            crate::mailbox::delivery::deliver_stored(registry, client);
         }
         Err(SyncError::NameTaken) => {
             let detail = format!("the name {name:?} is held by another connection");

@@ -37,14 +37,17 @@ pub struct Event {
     #[serde(with = "crate::time_format")]
     #[schema(value_type = String, format = DateTime)]
     pub time: SystemTime,
-    /// The session id of the client concerned.
-    pub client_id: String,
+    /// The session id of the client concerned; absent for a mailbox event
+    /// without a live client (`message.stored`, `message.expired`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// The client's name at the time, null while unnamed.
     #[schema(value_type = Option<String>, required = true)]
     pub name: Option<Arc<str>>,
-    /// The client's address, `ip:port`.
-    #[schema(value_type = String)]
-    pub peer: SocketAddr,
+    /// The client's address, `ip:port`; absent when `clientId` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub peer: Option<SocketAddr>,
     /// What happened, with what each kind carries.
     #[serde(flatten)]
     pub kind: EventKind,
@@ -100,11 +103,33 @@ pub enum EventKind {
         #[schema(value_type = Vec<String>)]
         groups: Vec<Arc<str>>,
     },
+    /// A message was stored in `name`'s mailbox.
+    #[serde(rename = "message.stored", rename_all = "camelCase")]
+    Stored {
+        /// The stored message's id.
+        message_id: String,
+        /// Kept until the client acks it.
+        until_ack: bool,
+    },
+    /// A stored message was delivered to the client that now holds the name.
+    #[serde(rename = "message.delivered", rename_all = "camelCase")]
+    Delivered {
+        /// The delivered message's id.
+        message_id: String,
+        /// An earlier session of the name got it already.
+        redelivered: bool,
+    },
+    /// A stored message's ttl ran out before it was delivered (or acked).
+    #[serde(rename = "message.expired", rename_all = "camelCase")]
+    Expired {
+        /// The expired message's id.
+        message_id: String,
+    },
 }
 
 impl EventKind {
     /// Every event type, as it appears in `type`.
-    pub const TYPES: [&'static str; 7] = [
+    pub const TYPES: [&'static str; 10] = [
         "client.connected",
         "client.named",
         "client.disconnected",
@@ -112,6 +137,9 @@ impl EventKind {
         "message.dropped",
         "client.acked",
         "client.groups",
+        "message.stored",
+        "message.delivered",
+        "message.expired",
     ];
 
     /// The event's `type`.
@@ -124,6 +152,9 @@ impl EventKind {
             EventKind::Dropped { .. } => "message.dropped",
             EventKind::Acked { .. } => "client.acked",
             EventKind::Groups { .. } => "client.groups",
+            EventKind::Stored { .. } => "message.stored",
+            EventKind::Delivered { .. } => "message.delivered",
+            EventKind::Expired { .. } => "message.expired",
         }
     }
 }
@@ -188,6 +219,23 @@ impl EventBus {
             return;
         }
         let (client_id, name, peer) = subject();
+        self.publish(Some(client_id), name, Some(peer), kind);
+    }
+
+    /// Publishes an event about a name no live client is concerned in (a mailbox's).
+    pub fn emit_for_name(&self, name: &str, kind: EventKind) {
+        if self.recording.load(Ordering::Relaxed) {
+            self.publish(None, Some(Arc::from(name)), None, kind);
+        }
+    }
+
+    fn publish(
+        &self,
+        client_id: Option<String>,
+        name: Option<Arc<str>>,
+        peer: Option<SocketAddr>,
+        kind: EventKind,
+    ) {
         let mut history = self.history();
         let event = Arc::new(Event {
             id: history.next_id,

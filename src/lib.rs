@@ -13,6 +13,7 @@
 //! - [`connection`] and [`tcp`]: one task per socket, and the accept loop;
 //!   [`tls`]: the same over TLS, for both listeners.
 //! - [`acks`]: sends waiting for the client's acknowledgement.
+//! - [`mailbox`]: messages stored for names with no live client, or until acked.
 //! - [`fd_budget`]: the open-files limit shared between clients and HTTP.
 //! - [`api`]: the HTTP API over the registry, including the event stream;
 //!   [`http_server`]: the connections it is served on, their limits, and its end.
@@ -35,6 +36,7 @@ pub mod events;
 pub mod fd_budget;
 pub mod groups;
 pub mod http_server;
+pub mod mailbox;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
@@ -73,13 +75,27 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub with an empty registry.
+    /// A hub with an empty registry and its mailbox in memory, whatever
+    /// `config.data_dir` says (see [`Hub::open`]).
     pub fn new(config: Config) -> Hub {
         let registry = Registry::new(&config);
         Hub {
             config: Arc::new(config),
             registry,
         }
+    }
+
+    /// A hub whose mailbox is the one `config` asks for: with a data dir, the
+    /// database there, opened (and migrated) now, with what it holds.
+    pub fn open(config: Config) -> Result<Hub, mailbox::sqlite::OpenError> {
+        let (mailbox, recovered) = mailbox::Mailbox::open(&config)?;
+        let registry = Registry::with_mailbox(&config, mailbox, recovered.next_number);
+        registry.metrics().mailbox_expired.inc_by(recovered.expired);
+        mailbox::delivery::record_totals(&registry);
+        Ok(Hub {
+            config: Arc::new(config),
+            registry,
+        })
     }
 
     /// The hub's registry of live clients.
@@ -106,6 +122,10 @@ impl Hub {
             self.registry.clone(),
             tls.clone(),
             tasks.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(mailbox::delivery::sweep(
+            self.registry.clone(),
             shutdown.clone(),
         ));
         if let Some(timeout) = self.config.idle_timeout {

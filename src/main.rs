@@ -68,17 +68,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         warn!(http = %config.http_addr, "the HTTP API answers every host that reaches it, without a token (--allow-insecure-api)");
     }
     raise_open_files_limit(&config);
+    // Before the listeners: a data dir the hub cannot use stops it at once.
+    let hub = Hub::open(config)?;
     let signals = Signals::new().context("cannot listen for signals")?;
-    let tcp = TcpListener::bind(config.tcp_addr)
+    let tcp = TcpListener::bind(tcp_addr)
         .await
         .with_context(|| format!("cannot listen for TCP clients on {}", args.tcp_addr))?;
-    let http = TcpListener::bind(config.http_addr)
+    let http = TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", args.http_addr))?;
     info!(tcp = %tcp.local_addr()?, http = %http.local_addr()?, "tcphub listening");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signals(signals, shutdown.clone()));
-    Hub::new(config).serve(tcp, http, shutdown).await?;
+    hub.serve(tcp, http, shutdown).await?;
     Ok(())
 }
 

@@ -148,6 +148,16 @@ pub struct Metrics {
     pub inbound_pending_bytes: Gauge,
     /// Clients closed because their unfinished frame would pass the pending cap.
     pub inbound_pending_refused: Counter,
+    /// Messages stored in a mailbox.
+    pub mailbox_stored: Counter,
+    /// Stored messages delivered to a client (each delivery of one kept until acked counts).
+    pub mailbox_delivered: Counter,
+    /// Stored messages removed because their ttl ran out.
+    pub mailbox_expired: Counter,
+    /// Messages in the mailboxes now.
+    pub mailbox_messages: Gauge,
+    /// Bytes of the messages in the mailboxes now.
+    pub mailbox_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -184,6 +194,11 @@ impl Default for Metrics {
             inbound_throttled: Counter::default(),
             inbound_pending_bytes: Gauge::default(),
             inbound_pending_refused: Counter::default(),
+            mailbox_stored: Counter::default(),
+            mailbox_delivered: Counter::default(),
+            mailbox_expired: Counter::default(),
+            mailbox_messages: Gauge::default(),
+            mailbox_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -314,6 +329,31 @@ impl Default for Metrics {
             "inbound_pending_refused",
             "TCP clients closed because their unfinished frame would pass --max-pending-bytes",
             m.inbound_pending_refused.clone(),
+        );
+        registry.register(
+            "mailbox_stored",
+            "Messages stored in a mailbox",
+            m.mailbox_stored.clone(),
+        );
+        registry.register(
+            "mailbox_delivered",
+            "Stored messages delivered to a client",
+            m.mailbox_delivered.clone(),
+        );
+        registry.register(
+            "mailbox_expired",
+            "Stored messages removed when their ttl ran out",
+            m.mailbox_expired.clone(),
+        );
+        registry.register(
+            "mailbox_messages",
+            "Messages in the mailboxes",
+            m.mailbox_messages.clone(),
+        );
+        registry.register(
+            "mailbox_bytes",
+            "Bytes of the messages in the mailboxes",
+            m.mailbox_bytes.clone(),
         );
         Metrics {
             registry,

@@ -29,6 +29,7 @@ use crate::config::{ClientAuthMode, Config, DuplicateNames, SlowConsumer};
 use crate::events::{EventBus, EventKind};
 use crate::fd_budget::FdBudget;
 use crate::groups::GroupIndex;
+use crate::mailbox::{self, Mailbox};
 use crate::metrics::{Metrics, ReasonLabels, ScopeLabels};
 use crate::outbox::{FrameSink, Offer, Outbox, Written};
 use crate::protocol::{ByeReason, HubFrame, Scope};
@@ -66,6 +67,7 @@ struct Inner {
     next_message: AtomicU64,
     events: EventBus,
     acks: Arc<PendingAcks>,
+    mailbox: Mailbox,
     metrics: Metrics,
     /// Set when clients must prove their names; then only named clients get broadcasts.
     client_auth: Option<ClientAuth>,
@@ -124,6 +126,11 @@ impl Client {
     /// The session id, opaque and unique for the process.
     pub fn id(&self) -> String {
         format!("c{}", self.session)
+    }
+
+    /// The session number (the `n` of its id `c<n>`).
+    pub fn session(&self) -> u64 {
+        self.session
     }
 
     /// The remote address.
@@ -322,6 +329,12 @@ impl Registry {
     /// Clients are admitted up to `--max-clients` or what the open-files limit
     /// leaves for them, whichever is lower (see [`FdBudget`]).
     pub fn new(config: &Config) -> Registry {
+        Registry::with_mailbox(config, Mailbox::memory(config), 1)
+    }
+
+    /// An empty registry whose stored messages are in `mailbox`; message ids
+    /// start at `m<next_message>`.
+    pub fn with_mailbox(config: &Config, mailbox: Mailbox, next_message: u64) -> Registry {
         let metrics = Metrics::default();
         let max_clients = FdBudget::current(config).clients;
         metrics
@@ -342,9 +355,10 @@ impl Registry {
                     ..Clients::default()
                 }),
                 next_session: AtomicU64::new(1),
-                next_message: AtomicU64::new(1),
+                next_message: AtomicU64::new(next_message),
                 events: EventBus::new(config.event_buffer),
                 acks: Arc::default(),
+                mailbox,
                 metrics,
                 client_auth: match (config.client_auth, &config.client_secret) {
                     (ClientAuthMode::Jwt, Some(secret)) => {
@@ -360,6 +374,11 @@ impl Registry {
     /// How `sync` tokens are checked, when clients must authenticate.
     pub fn client_auth(&self) -> Option<&ClientAuth> {
         self.inner.client_auth.as_ref()
+    }
+
+    /// The stored messages of names.
+    pub fn mailbox(&self) -> &Mailbox {
+        &self.inner.mailbox
     }
 
     /// Longest inbound frame a connection accepts.
@@ -770,6 +789,7 @@ impl Registry {
         };
         self.inner.metrics.acks.inc();
         self.inner.acks.acknowledge(client.session, number);
+        mailbox::delivery::acked(self, client, number);
         self.emit(client, EventKind::Acked { message_id });
     }
 
@@ -872,7 +892,7 @@ impl Registry {
         self.inner.metrics.bytes_out.inc_by(written.bytes);
     }
 
-    fn emit(&self, client: &Client, kind: EventKind) {
+    pub(crate) fn emit(&self, client: &Client, kind: EventKind) {
         self.inner
             .events
             .emit(|| (client.id(), client.name(), client.peer), kind);
@@ -886,10 +906,13 @@ impl Registry {
     }
 
     fn next_message_id(&self) -> String {
-        format!(
-            "m{}",
-            self.inner.next_message.fetch_add(1, Ordering::Relaxed)
-        )
+        self.issue_message_id().1
+    }
+
+    /// A new message number and its id, `m<number>`.
+    pub(crate) fn issue_message_id(&self) -> (u64, String) {
+        let number = self.inner.next_message.fetch_add(1, Ordering::Relaxed);
+        (number, format!("m{number}"))
     }
 
     fn lock(&self) -> MutexGuard<'_, Clients> {

@@ -478,7 +478,7 @@ async fn the_served_openapi_document_is_the_committed_one_and_matches_the_code()
     // What client generators need: a discriminated event union and the webhook.
     let event = &document["components"]["schemas"]["Event"];
     assert_eq!(event["discriminator"]["propertyName"], "type");
-    assert_eq!(event["oneOf"].as_array().map(Vec::len), Some(7));
+    assert_eq!(event["oneOf"].as_array().map(Vec::len), Some(10));
     let webhook = &document["webhooks"]["events"]["post"];
     assert_eq!(
         webhook["requestBody"]["content"]["application/json"]["schema"]["$ref"],

@@ -181,6 +181,7 @@ fn every_problem_code() -> Vec<String> {
         TooManyStreams(1),
         NotFound,
         MethodNotAllowed,
+        MailboxFull(text()),
         Internal,
     ];
     for error in &all {
@@ -189,7 +190,7 @@ fn every_problem_code() -> Vec<String> {
             | UnsupportedMediaType | InvalidQuery(_) | InvalidPath(_) | InvalidHeader(_)
             | InvalidGroups(_) | TooManyRecipients(_) | ItemTooLarge(..) | BodyTooLarge(_)
             | AckTimeout(_) | Unauthorized | Draining | TooManyStreams(_) | NotFound
-            | MethodNotAllowed | Internal => {}
+            | MethodNotAllowed | MailboxFull(_) | Internal => {}
         }
     }
     all.iter()

@@ -246,7 +246,8 @@ async fn unknown_types_and_malformed_ids_are_refused() {
     assert_eq!(
         body["detail"],
         "unknown event type \"client.sneezed\"; the types are client.connected, client.named, \
-         client.disconnected, client.message, message.dropped, client.acked, client.groups"
+         client.disconnected, client.message, message.dropped, client.acked, client.groups, \
+         message.stored, message.delivered, message.expired"
     );
     let mut stream = TcpStream::connect(hub.http_addr).await.unwrap();
     let request = "GET /events HTTP/1.0\r\nLast-Event-ID: yesterday\r\n\r\n";

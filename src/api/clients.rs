@@ -12,6 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::mailbox::StoreError;
+use crate::mailbox::delivery::{Keep, StoreFailure, send_or_store};
 use crate::metrics::OutcomeLabels;
 use crate::protocol::ByeReason;
 use crate::registry::{Client, ListQuery, Listed};
@@ -128,14 +130,17 @@ pub struct ListParams {
     pub named: Option<bool>,
 }
 
-/// A pushed message was queued.
+/// A pushed message was queued (or stored).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"id": "m43", "queued": 1}))]
 pub struct Queued {
     /// The message id, as the client receives it.
     pub id: String,
-    /// Always 1: the one client's queue.
+    /// 1 when it went on the live client's queue; 0 when it was only stored.
     pub queued: usize,
+    /// With `ttl`: whether it is in the name's mailbox (absent without `ttl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<bool>,
 }
 
 /// Whether `POST /clients/{name}/send` waits for the client's `ack`.
@@ -149,6 +154,21 @@ pub struct SendParams {
     /// With `wait=ack`: milliseconds to wait, 1 to 60000 (default 5000).
     #[param(minimum = 1, maximum = 60000)]
     pub timeout: Option<u64>,
+    /// Seconds to store the message for when no live client holds the name
+    /// (1 to `--mailbox-max-ttl`): it is then delivered on the name's next `sync`.
+    #[param(minimum = 1)]
+    pub ttl: Option<u64>,
+    /// With `ttl`: `ack` keeps the message stored, also for a live client,
+    /// until the client acks its id; each new session of the name gets it again.
+    pub until: Option<Until>,
+}
+
+/// How long a stored message is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Until {
+    /// Until the client's `ack` of it (or its `ttl`).
+    Ack,
 }
 
 /// What a send waits for.
@@ -255,10 +275,11 @@ pub async fn get_one(
         (status = 202, description = "Queued for the client", body = Queued),
         (status = 400, description = "`invalid_body`, `invalid_path` or `invalid_query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`client_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`client_not_found` (without `ttl`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`message_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`client_backlogged`: its queue is full, nothing was queued", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`client_backlogged`: its queue is full, nothing was queued; \
+                                       `mailbox_full`: with `ttl`, a mailbox limit or the disk is full, nothing was stored", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`ack_timeout`: with `wait=ack`, no ack in time, or the client disconnected first", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -269,12 +290,32 @@ pub async fn send(
     SendBody(message): SendBody,
 ) -> Result<Response, ApiError> {
     let name = path_name(name)?;
+    if let Some(keep) = keep(&params, state.registry.mailbox().max_ttl())? {
+        let sent = send_or_store(&state.registry, &name, &message, keep)
+            .await
+            .map_err(|err| match err {
+                StoreFailure::Backlogged => ApiError::ClientBacklogged(name.clone()),
+                StoreFailure::Store(StoreError::Full(detail)) => ApiError::MailboxFull(detail),
+                StoreFailure::Store(StoreError::Failed) => ApiError::Internal,
+            })?;
+        let queued = Queued {
+            id: sent.id,
+            queued: sent.queued,
+            stored: Some(sent.stored),
+        };
+        return Ok((StatusCode::ACCEPTED, Json(queued)).into_response());
+    }
     let Some(patience) = ack_patience(&params)? else {
         let id = state
             .registry
             .send_to(&name, &message)
             .map_err(|err| ApiError::from_send(err, &name))?;
-        return Ok((StatusCode::ACCEPTED, Json(Queued { id, queued: 1 })).into_response());
+        let queued = Queued {
+            id,
+            queued: 1,
+            stored: None,
+        };
+        return Ok((StatusCode::ACCEPTED, Json(queued)).into_response());
     };
     let mut wait = state
         .registry
@@ -307,6 +348,33 @@ pub async fn send(
         None => Ok(Json(Acked { id, acked: true }).into_response()),
         Some(detail) => Err(ApiError::AckTimeout(detail)),
     }
+}
+
+/// How a send stores its message: `None` without `ttl`.
+fn keep(params: &SendParams, max_ttl: Duration) -> Result<Option<Keep>, ApiError> {
+    let Some(ttl) = params.ttl else {
+        return match params.until {
+            Some(Until::Ack) => Err(ApiError::InvalidQuery(
+                "until=ack applies only with ttl".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    if params.wait.is_some() || params.timeout.is_some() {
+        return Err(ApiError::InvalidQuery(
+            "ttl does not combine with wait or timeout".into(),
+        ));
+    }
+    let max = max_ttl.as_secs();
+    if !(1..=max).contains(&ttl) {
+        return Err(ApiError::InvalidQuery(format!(
+            "ttl must be 1 to {max} seconds"
+        )));
+    }
+    Ok(Some(Keep {
+        ttl: Duration::from_secs(ttl),
+        until_ack: params.until == Some(Until::Ack),
+    }))
 }
 
 /// How long a send waits for its ack: `None` without `wait=ack`.

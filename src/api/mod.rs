@@ -13,6 +13,7 @@ pub mod events;
 pub mod groups;
 mod guard;
 mod json_body;
+pub mod mailboxes;
 pub mod ops;
 pub mod problem;
 mod query;
@@ -79,6 +80,11 @@ pub fn router(state: AppState) -> Router {
         .route("/groups/{group}", get(groups::get_one))
         .route("/groups/{group}/send", post(groups::send))
         .route("/events", get(events::follow))
+        .route("/mailboxes", get(mailboxes::list))
+        .route(
+            "/mailboxes/{name}",
+            get(mailboxes::get_one).delete(mailboxes::purge),
+        )
         .merge(ops::routes())
         .merge(dashboard::routes())
         .fallback(|| async { ApiError::NotFound })
@@ -113,6 +119,9 @@ pub fn router(state: AppState) -> Router {
         groups::send,
         groups::set_for_client,
         events::follow,
+        mailboxes::list,
+        mailboxes::get_one,
+        mailboxes::purge,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -122,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         crate::events::Event,
         events::EventsMissed,
         clients::Wait,
+        clients::Until,
         crate::webhooks::EventBatch
     )),
     modifiers(&BearerAuth, &EventUnion, &Constants, &DefaultProblem, &Webhook),
@@ -129,6 +139,7 @@ pub fn router(state: AppState) -> Router {
     tags(
         (name = "clients", description = "Live TCP clients and pushes to them"),
         (name = "groups", description = "Named sets of clients, and pushes to every member"),
+        (name = "mailboxes", description = "Messages stored for names with no live client, or until acked"),
         (name = "events", description = "What happens in the hub, as server-sent events \
                                           (webhooks receive the same events as an EventBatch)"),
         (name = "operations", description = "Health, readiness, metrics and this document")

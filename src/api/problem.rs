@@ -78,6 +78,8 @@ pub enum ProblemCode {
     NotFound,
     /// 405: the endpoint does not take this method.
     MethodNotAllowed,
+    /// 503: a mailbox limit (or the disk) is full; nothing was stored.
+    MailboxFull,
     /// 500: a fault inside the hub.
     Internal,
 }
@@ -102,6 +104,7 @@ impl ProblemCode {
             ProblemCode::TooManyStreams => "too_many_streams",
             ProblemCode::NotFound => "not_found",
             ProblemCode::MethodNotAllowed => "method_not_allowed",
+            ProblemCode::MailboxFull => "mailbox_full",
             ProblemCode::Internal => "internal",
         }
     }
@@ -164,6 +167,9 @@ pub enum ApiError {
     /// The route exists but not with this method.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    /// A mailbox limit or the disk is full; nothing was stored.
+    #[error("{0}")]
+    MailboxFull(String),
     /// A fault inside the hub; logged where it happens, never detailed to callers.
     #[error("internal error")]
     Internal,
@@ -177,6 +183,11 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 ProblemCode::ClientNotFound,
                 "Client not found",
+            ),
+            ApiError::MailboxFull(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProblemCode::MailboxFull,
+                "Mailbox full",
             ),
             ApiError::ClientBacklogged(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -45,11 +45,12 @@ impl TestHub {
         let tcp_addr = tcp.local_addr().unwrap();
         let http_addr = http.local_addr().unwrap();
         let token = config.api_token.clone();
-        let hub = Hub::new(Config {
+        let hub = Hub::open(Config {
             tcp_addr,
             http_addr,
             ..config
-        });
+        })
+        .unwrap();
         let registry = hub.registry().clone();
         let shutdown = CancellationToken::new();
         let served = tokio::spawn(hub.serve(tcp, http, shutdown.clone()));
