@@ -493,3 +493,79 @@ async fn client_and_api_commands_speak_tls_trusting_the_given_certificate() {
     assert_eq!(untrusted.status.code(), Some(1), "{untrusted:?}");
     assert_eq!(client.terminate().await, Some(0));
 }
+
+#[tokio::test]
+async fn tcphub_groups_and_group_send_reach_the_members_only() {
+    let hub = TestHub::start(Config::default()).await;
+    let mut kiosk = TestClient::connect(&hub).await;
+    kiosk
+        .send(&json!({"type": "sync", "clientName": "kiosk-1", "groups": ["floor-2"]}))
+        .await;
+    assert_eq!(kiosk.recv().await["groups"], json!(["floor-2"]));
+    let mut other = TestClient::synced(&hub, "meter-1").await;
+
+    let listed = json_out(&api(&hub, &["groups", "--json"]).await);
+    assert_eq!(
+        listed,
+        json!({"total": 1, "groups": [{"name": "floor-2", "members": 1}]})
+    );
+    assert_eq!(
+        stdout(&api(&hub, &["groups", "--prefix", "floor"]).await),
+        "floor-2 1\n1 of 1 group\n"
+    );
+
+    let sent = json_out(
+        &api(
+            &hub,
+            &["group-send", "floor-2", "{\"screen\":\"off\"}", "--json"],
+        )
+        .await,
+    );
+    let id = sent["id"].clone();
+    assert_eq!(
+        sent,
+        json!({"id": id, "recipients": 1, "queued": 1, "dropped": 0})
+    );
+    assert_eq!(
+        kiosk.recv().await,
+        json!({"type": "message", "id": id, "scope": "group", "group": "floor-2",
+               "message": {"screen": "off"}})
+    );
+    // The non-member got nothing: its next frame is the answer to its ping.
+    other.ping().await;
+}
+
+#[tokio::test]
+async fn tcphub_send_with_ttl_stores_and_mailboxes_lists_and_purges() {
+    let hub = TestHub::start(Config::default()).await;
+    let stored = api(&hub, &["send", "away-1", "hello", "--ttl", "60"]).await;
+    assert_eq!(stored.status.code(), Some(0), "{stored:?}");
+    let id = stdout(&stored)
+        .strip_suffix(" stored for away-1\n")
+        .unwrap_or_else(|| panic!("{:?}", stdout(&stored)))
+        .to_owned();
+
+    let listed = json_out(&api(&hub, &["mailboxes", "--json"]).await);
+    assert_eq!(listed["total"], 1);
+    assert_eq!(listed["mailboxes"][0]["name"], "away-1");
+    assert_eq!(listed["mailboxes"][0]["pending"], 1);
+    let text = stdout(&api(&hub, &["mailboxes", "--prefix", "away"]).await);
+    assert!(
+        text.starts_with("away-1 1 pending since ") && text.ends_with("\n1 of 1 mailbox\n"),
+        "{text}"
+    );
+
+    let purged = api(&hub, &["purge", "away-1"]).await;
+    assert_eq!(stdout(&purged), "purged the mailbox of away-1\n");
+    assert_eq!(
+        json_out(&api(&hub, &["mailboxes", "--json"]).await),
+        json!({"total": 0, "mailboxes": []})
+    );
+    // Purged before anyone came: the name's first session gets nothing stored.
+    let mut back = TestClient::synced(&hub, "away-1").await;
+    back.ping().await;
+    assert!(id.starts_with('m'), "{id}");
+
+    let usage = run(&["send", "away-1", "x", "--until-ack"]).await;
+    assert_eq!(usage.status.code(), Some(2), "--until-ack needs --ttl");
+}

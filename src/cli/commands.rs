@@ -33,9 +33,12 @@ pub struct SendArgs {
     /// Wait until the client acknowledges the message (200 `acked`, or 504 `ack_timeout`).
     #[arg(long)]
     pub wait_ack: bool,
-    /// Seconds the message may wait for a client that is not connected.
+    /// Seconds the message may wait in the name's mailbox for a client that is not connected.
     #[arg(long)]
     pub ttl: Option<u64>,
+    /// With `--ttl`: keep the message stored until the client acks it (at-least-once).
+    #[arg(long, requires = "ttl")]
+    pub until_ack: bool,
     /// The API to ask.
     #[command(flatten)]
     pub api: ApiArgs,
@@ -97,6 +100,9 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<()> {
     if let Some(ttl) = args.ttl {
         query.push(("ttl", ttl.to_string()));
     }
+    if args.until_ack {
+        query.push(("until", "ack".to_owned()));
+    }
     let request = api
         .request(Method::POST, &["clients", &args.name, "send"])
         .query(&query)
@@ -150,7 +156,11 @@ pub(super) async fn events(args: EventsArgs) -> anyhow::Result<()> {
 }
 
 /// Prints `body` as JSON with `--json`, else as `human` renders it.
-fn print(api: &Api, body: &Value, human: impl FnOnce(&Value) -> String) -> anyhow::Result<()> {
+pub(super) fn print(
+    api: &Api,
+    body: &Value,
+    human: impl FnOnce(&Value) -> String,
+) -> anyhow::Result<()> {
     if api.json {
         output::line(body)
     } else {

@@ -1,11 +1,13 @@
 //! The operator's side of the `tcphub` binary: subcommands that mint client
-//! tokens, behave like a device, and drive a running hub through its HTTP API.
+//! tokens, behave like a device, and drive a running hub through its HTTP API
+//! (clients, groups, mailboxes, events).
 //!
 //! Each returns an error for `main` to print on one line (exit status 1); clap
 //! refuses bad usage with status 2. Long-running commands (`client`, `events`)
 //! end with status 0 on Ctrl-C or SIGTERM.
 
 mod api;
+mod collections;
 mod commands;
 mod device;
 mod output;
@@ -14,6 +16,7 @@ mod token;
 use clap::{Args, CommandFactory, Subcommand};
 use clap_complete::Shell;
 
+pub use collections::{GroupSendArgs, GroupsArgs, MailboxesArgs, PurgeArgs};
 pub use commands::{BroadcastArgs, ClientsArgs, EventsArgs, KickArgs, SendArgs};
 pub use device::ClientArgs;
 pub use token::TokenArgs;
@@ -36,6 +39,14 @@ pub enum OpsCommand {
     Kick(KickArgs),
     /// Follow the hub's events (GET /events), one per line.
     Events(EventsArgs),
+    /// List the groups with members (GET /groups).
+    Groups(GroupsArgs),
+    /// Push MESSAGE to every member of GROUP (POST /groups/{group}/send).
+    GroupSend(GroupSendArgs),
+    /// List the names with stored messages (GET /mailboxes).
+    Mailboxes(MailboxesArgs),
+    /// Delete the messages stored for NAME (DELETE /mailboxes/{name}).
+    Purge(PurgeArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -58,6 +69,10 @@ pub async fn run(command: OpsCommand) -> anyhow::Result<()> {
         OpsCommand::Broadcast(args) => commands::broadcast(args).await,
         OpsCommand::Kick(args) => commands::kick(args).await,
         OpsCommand::Events(args) => until_interrupted(commands::events(args)).await,
+        OpsCommand::Groups(args) => collections::groups(args).await,
+        OpsCommand::GroupSend(args) => collections::group_send(args).await,
+        OpsCommand::Mailboxes(args) => collections::mailboxes(args).await,
+        OpsCommand::Purge(args) => collections::purge(args).await,
         OpsCommand::Completions(args) => {
             let mut script = Vec::new();
             let mut command = crate::config::Cli::command();

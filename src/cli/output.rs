@@ -56,6 +56,8 @@ pub fn sent(name: &str, body: &Value) -> String {
     let id = text(&body["id"]);
     if body["acked"] == Value::Bool(true) {
         format!("{id} acked by {name}")
+    } else if body["stored"] == Value::Bool(true) {
+        format!("{id} stored for {name}")
     } else {
         format!("{id} queued for {name}")
     }
@@ -98,8 +100,18 @@ pub fn event_line(event: &Value) -> String {
     parts.join(" ")
 }
 
+/// A page of `key` (groups, mailboxes) one `row` per line, then `N of TOTAL NOUNs`.
+pub fn listing(body: &Value, key: &str, noun: &str, row: impl Fn(&Value) -> String) -> String {
+    let items = body[key].as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut lines: Vec<String> = items.iter().map(row).collect();
+    let total = text(&body["total"]);
+    let plural = if total == "1" { "" } else { "s" };
+    lines.push(format!("{} of {total} {noun}{plural}", items.len()));
+    lines.join("\n")
+}
+
 /// A JSON value as text, strings without their quotes.
-fn text(value: &Value) -> String {
+pub fn text(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         other => other.to_string(),
