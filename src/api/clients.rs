@@ -137,6 +137,7 @@ pub struct Queued {
     /// The message id, as the client receives it.
     pub id: String,
     /// 1 when it went on the live client's queue; 0 when it was only stored.
+    #[schema(maximum = 1)]
     pub queued: usize,
     /// With `ttl`: whether it is in the name's mailbox (absent without `ttl`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

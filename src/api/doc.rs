@@ -139,7 +139,6 @@ impl Modify for Constants {
             .schemas;
         for (schema, property, schema_type, value) in [
             ("Acked", "acked", Type::Boolean, json!(true)),
-            ("Queued", "queued", Type::Integer, json!(1)),
             ("EventsMissed", "type", Type::String, json!("events.missed")),
         ] {
             let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut(schema) else {
