@@ -116,6 +116,13 @@ impl FrameDecoder {
             }
             let len = match self.scan.find_end(frame) {
                 End::Complete(len) => len,
+                // Past the frame limit the frame is too large, however deep: the
+                // same bytes must decode the same however the reads cut them.
+                End::TooDeep(at) if at >= self.max_frame_bytes => {
+                    self.too_large = true;
+                    on(Decoded::TooLarge);
+                    return data.len();
+                }
                 End::TooDeep(at) => {
                     self.scan = Scan::default();
                     self.skipping = true;
@@ -296,6 +303,20 @@ mod tests {
         assert!(matches!(out[0], Decoded::InvalidJson(_)), "{out:?}");
         assert!(matches!(out[1], Decoded::InvalidJson(_)), "{out:?}");
         assert_eq!(out[2], Decoded::Frame(json!([1])));
+    }
+
+    #[test]
+    fn nesting_that_passes_the_limit_after_the_frame_limit_is_too_large_however_cut() {
+        // 200 bytes of string, then 128 opening brackets: the frame is over its
+        // 256-byte limit before it is too deep, in one read or in many.
+        let input = format!("[\"{}\",{}", "x".repeat(200), "[".repeat(128));
+        for chunk in [1, 7, 64, input.len()] {
+            assert_eq!(
+                decode_in_chunks(input.as_bytes(), chunk, 256),
+                vec![Decoded::TooLarge],
+                "chunks of {chunk}"
+            );
+        }
     }
 
     #[test]
