@@ -9,10 +9,10 @@ use super::api::{Api, ApiArgs, message};
 use super::commands::print;
 use super::output;
 
-/// Arguments of `tcphub groups`.
+/// Arguments of `tcphub groups` and `tcphub mailboxes`.
 #[derive(Debug, Args)]
-pub struct GroupsArgs {
-    /// Only groups whose name starts with this.
+pub struct ListArgs {
+    /// Only those whose name starts with this.
     #[arg(long)]
     pub prefix: Option<String>,
     /// The API to ask.
@@ -32,17 +32,6 @@ pub struct GroupSendArgs {
     pub api: ApiArgs,
 }
 
-/// Arguments of `tcphub mailboxes`.
-#[derive(Debug, Args)]
-pub struct MailboxesArgs {
-    /// Only mailboxes whose name starts with this.
-    #[arg(long)]
-    pub prefix: Option<String>,
-    /// The API to ask.
-    #[command(flatten)]
-    pub api: ApiArgs,
-}
-
 /// Arguments of `tcphub purge`.
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
@@ -53,25 +42,15 @@ pub struct PurgeArgs {
     pub api: ApiArgs,
 }
 
-pub(super) async fn groups(args: GroupsArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.api)?;
-    let query: Vec<_> = args
-        .prefix
-        .iter()
-        .map(|prefix| ("prefix", prefix))
-        .collect();
-    let body = api
-        .json(api.request(Method::GET, &["groups"]).query(&query))
-        .await?;
-    print(&api, &body, |body| {
-        output::listing(body, "groups", "group", |group| {
-            format!(
-                "{} {}",
-                output::text(&group["name"]),
-                output::text(&group["members"])
-            )
-        })
+pub(super) async fn groups(args: ListArgs) -> anyhow::Result<()> {
+    list(args, "groups", "group", |group| {
+        format!(
+            "{} {}",
+            output::text(&group["name"]),
+            output::text(&group["members"])
+        )
     })
+    .await
 }
 
 pub(super) async fn group_send(args: GroupSendArgs) -> anyhow::Result<()> {
@@ -83,26 +62,16 @@ pub(super) async fn group_send(args: GroupSendArgs) -> anyhow::Result<()> {
     print(&api, &body, output::broadcast)
 }
 
-pub(super) async fn mailboxes(args: MailboxesArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.api)?;
-    let query: Vec<_> = args
-        .prefix
-        .iter()
-        .map(|prefix| ("prefix", prefix))
-        .collect();
-    let body = api
-        .json(api.request(Method::GET, &["mailboxes"]).query(&query))
-        .await?;
-    print(&api, &body, |body| {
-        output::listing(body, "mailboxes", "mailbox", |mailbox| {
-            format!(
-                "{} {} pending since {}",
-                output::text(&mailbox["name"]),
-                output::text(&mailbox["pending"]),
-                output::text(&mailbox["oldestAt"]),
-            )
-        })
+pub(super) async fn mailboxes(args: ListArgs) -> anyhow::Result<()> {
+    list(args, "mailboxes", "mailbox", |mailbox| {
+        format!(
+            "{} {} pending since {}",
+            output::text(&mailbox["name"]),
+            output::text(&mailbox["pending"]),
+            output::text(&mailbox["oldestAt"]),
+        )
     })
+    .await
 }
 
 pub(super) async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
@@ -112,5 +81,26 @@ pub(super) async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
     let body: Value = json!({"name": args.name, "purged": true});
     print(&api, &body, |_| {
         format!("purged the mailbox of {}", args.name)
+    })
+}
+
+/// `GET /{collection}` with an optional `prefix`, printed one `row` per item.
+async fn list(
+    args: ListArgs,
+    collection: &str,
+    noun: &str,
+    row: impl Fn(&Value) -> String,
+) -> anyhow::Result<()> {
+    let api = Api::new(&args.api)?;
+    let query: Vec<_> = args
+        .prefix
+        .iter()
+        .map(|prefix| ("prefix", prefix))
+        .collect();
+    let body = api
+        .json(api.request(Method::GET, &[collection]).query(&query))
+        .await?;
+    print(&api, &body, |body| {
+        output::listing(body, collection, noun, row)
     })
 }

@@ -16,7 +16,7 @@ mod token;
 use clap::{Args, CommandFactory, Subcommand};
 use clap_complete::Shell;
 
-pub use collections::{GroupSendArgs, GroupsArgs, MailboxesArgs, PurgeArgs};
+pub use collections::{GroupSendArgs, ListArgs, PurgeArgs};
 pub use commands::{BroadcastArgs, ClientsArgs, EventsArgs, KickArgs, SendArgs};
 pub use device::ClientArgs;
 pub use token::TokenArgs;
@@ -40,11 +40,11 @@ pub enum OpsCommand {
     /// Follow the hub's events (GET /events), one per line.
     Events(EventsArgs),
     /// List the groups with members (GET /groups).
-    Groups(GroupsArgs),
+    Groups(ListArgs),
     /// Push MESSAGE to every member of GROUP (POST /groups/{group}/send).
     GroupSend(GroupSendArgs),
     /// List the names with stored messages (GET /mailboxes).
-    Mailboxes(MailboxesArgs),
+    Mailboxes(ListArgs),
     /// Delete the messages stored for NAME (DELETE /mailboxes/{name}).
     Purge(PurgeArgs),
     /// Print a shell completion script.
