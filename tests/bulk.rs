@@ -7,18 +7,6 @@ use common::{TestClient, TestHub};
 use serde_json::json;
 use tcphub::Config;
 
-/// Sends the client named `name` a marker and expects it as its very next frame.
-async fn expect_marker_next(hub: &TestHub, client: &mut TestClient, name: &str) {
-    let (status, _) = hub
-        .post(
-            &format!("/clients/{name}/send"),
-            json!({"message": "marker"}),
-        )
-        .await;
-    assert_eq!(status, 202);
-    assert_eq!(client.recv().await["message"], "marker");
-}
-
 #[tokio::test]
 async fn each_recipient_gets_its_items_message_and_a_result_in_request_order() {
     let hub = TestHub::start(Config::default()).await;
@@ -59,7 +47,7 @@ async fn each_recipient_gets_its_items_message_and_a_result_in_request_order() {
     assert_eq!(three.recv().await, want);
     // Named twice in one item, delivered once.
     assert_eq!(two.recv().await, want);
-    expect_marker_next(&hub, &mut two, "m2").await;
+    hub.expect_marker_next(&mut two, "m2").await;
 
     let metrics = hub.metrics().await;
     for line in [
@@ -133,7 +121,7 @@ async fn more_recipients_than_allowed_is_413_and_sends_nothing() {
         .await;
     assert_eq!(status, 413);
     assert_eq!(problem["code"], "too_many_recipients");
-    expect_marker_next(&hub, &mut client, "a").await;
+    hub.expect_marker_next(&mut client, "a").await;
     let (status, _) = hub
         .post(
             "/send",
@@ -196,5 +184,5 @@ async fn a_malformed_item_is_400_naming_its_index_and_sends_nothing() {
         (415, json!("unsupported_media_type"))
     );
     // Nothing from the refused requests reached the client.
-    expect_marker_next(&hub, &mut client, "a").await;
+    hub.expect_marker_next(&mut client, "a").await;
 }

@@ -32,18 +32,6 @@ fn groups_frame(groups: &[&str]) -> Value {
     json!({"type": "groups", "groups": groups})
 }
 
-/// Sends the client named `name` a marker over HTTP and expects it as its very next frame.
-async fn expect_marker_next(hub: &TestHub, client: &mut TestClient, name: &str) {
-    let (status, _) = hub
-        .post(
-            &format!("/clients/{name}/send"),
-            json!({"message": "marker"}),
-        )
-        .await;
-    assert_eq!(status, 202);
-    assert_eq!(client.recv().await["message"], "marker");
-}
-
 #[tokio::test]
 async fn a_sync_with_groups_is_answered_by_a_welcome_with_the_sorted_set() {
     let hub = TestHub::start(Config::default()).await;
@@ -167,7 +155,7 @@ async fn a_group_send_reaches_every_member_and_only_them() {
     let want = json!({"type": "message", "id": id, "scope": "group", "group": "floor-2", "message": {"led": "on"}});
     assert_eq!(one.recv().await, want);
     assert_eq!(unnamed.recv().await, want);
-    expect_marker_next(&hub, &mut other, "other").await;
+    hub.expect_marker_next(&mut other, "other").await;
 
     // text/plain works as for other sends, and a group nobody is in is no error.
     let (status, body) = hub
@@ -281,7 +269,7 @@ async fn put_replaces_a_named_clients_set_and_tells_the_client() {
         .put("/clients/dev/groups", json!({"groups": ["a", "b"]}))
         .await;
     assert_eq!(status, 200);
-    expect_marker_next(&hub, &mut client, "dev").await;
+    hub.expect_marker_next(&mut client, "dev").await;
 
     let (status, problem) = hub
         .put("/clients/ghost/groups", json!({"groups": ["a"]}))
@@ -391,7 +379,7 @@ async fn a_client_leaving_during_group_sends_gets_each_at_most_once() {
         assert!(steady_ids.insert(frame["id"].as_str().unwrap().to_owned()));
     }
     assert_eq!(steady_ids, sent);
-    expect_marker_next(&hub, &mut steady, "steady").await;
+    hub.expect_marker_next(&mut steady, "steady").await;
 }
 
 const SECRET: &str = "client-secret-for-tests";

@@ -108,6 +108,19 @@ impl TestHub {
         send(request).await
     }
 
+    /// Sends the client named `name` a marker over HTTP and expects it as its
+    /// very next frame: whatever the test expected not to arrive did not.
+    pub async fn expect_marker_next(&self, client: &mut TestClient, name: &str) {
+        let (status, _) = self
+            .post(
+                &format!("/clients/{name}/send"),
+                serde_json::json!({"message": "marker"}),
+            )
+            .await;
+        assert_eq!(status, 202);
+        assert_eq!(client.recv().await["message"], "marker");
+    }
+
     /// `DELETE path`.
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         send(self.request(reqwest::Method::DELETE, path)).await
