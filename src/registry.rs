@@ -5,13 +5,20 @@
 //! reach a client: sends, broadcasts and kicks go through its verbs, and every
 //! change emits its event here. The lock is never held across an `.await` nor
 //! during a socket write; per-client counters are atomics updated without it.
-//! The registry does not read sockets or speak HTTP. Group membership and group
-//! sends live in [`groups`], bulk sends in [`bulk`].
+//! The registry does not read sockets or speak HTTP. A client's own state is in
+//! [`client`], broadcasts in [`fanout`], listings in [`listing`], group
+//! membership and group sends in [`groups`], bulk sends in [`bulk`].
 
 mod bulk;
+mod client;
+mod fanout;
 mod groups;
+mod listing;
 
 pub use bulk::Delivery;
+pub use client::{Client, ClientStats, Registration};
+pub use fanout::BroadcastReport;
+pub use listing::{ListQuery, Listed};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -31,20 +38,10 @@ use crate::fd_budget::FdBudget;
 use crate::groups::GroupIndex;
 use crate::mailbox::{self, Mailbox};
 use crate::metrics::{Metrics, ReasonLabels, ScopeLabels};
-use crate::outbox::{FrameSink, Offer, Outbox, Written};
+use crate::outbox::{Offer, Outbox, Written};
 use crate::protocol::{ByeReason, HubFrame, Scope};
 use crate::throttle::InboundRate;
 use prometheus_client::metrics::gauge::Gauge;
-
-/// Broadcasts to at least this many clients are spread over several cores.
-const PARALLEL_FANOUT_MIN: usize = 2048;
-
-/// Threads a large broadcast writes from: all cores but one, which stays free
-/// for the connection tasks and the HTTP API (and, on a small machine, for the
-/// clients' side of the loopback writes).
-fn fanout_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |cores| cores.get().saturating_sub(1).max(1))
-}
 
 /// Handle to the shared registry of live clients.
 #[derive(Debug, Clone)]
@@ -87,157 +84,6 @@ struct Clients {
     shutting_down: bool,
 }
 
-/// One connected TCP client as the hub sees it.
-#[derive(Debug)]
-pub struct Client {
-    session: u64,
-    peer: SocketAddr,
-    /// Milliseconds since the Unix epoch (half a `SystemTime`: this struct is
-    /// kept once per connection).
-    connected_at_ms: u64,
-    name: Mutex<Option<Arc<str>>>,
-    /// Its groups, sorted; changed only under the registry lock, with the index.
-    groups: Mutex<Vec<Arc<str>>>,
-    socket: Option<TcpStream>,
-    outbox: Outbox,
-    stats: ClientStats,
-    /// Bytes of its unfinished inbound frame counted in the hub's pending total.
-    pending_in: AtomicUsize,
-}
-
-/// Per-client counters, updated without the registry lock.
-#[derive(Debug, Default)]
-pub struct ClientStats {
-    /// Frames received.
-    pub frames_in: AtomicU64,
-    /// Bytes received.
-    pub bytes_in: AtomicU64,
-    /// Frames written.
-    pub frames_out: AtomicU64,
-    /// Bytes written.
-    pub bytes_out: AtomicU64,
-    /// Pushed messages dropped on a full queue.
-    pub dropped: AtomicU64,
-    /// Milliseconds since the Unix epoch of the last frame received (or the connect).
-    pub last_active_ms: AtomicU64,
-}
-
-impl Client {
-    /// The session id, opaque and unique for the process.
-    pub fn id(&self) -> String {
-        format!("c{}", self.session)
-    }
-
-    /// The session number (the `n` of its id `c<n>`).
-    pub fn session(&self) -> u64 {
-        self.session
-    }
-
-    /// The remote address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
-    /// When the connection was accepted.
-    pub fn connected_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.connected_at_ms)
-    }
-
-    /// When the client last sent a frame (or connected).
-    pub fn last_active_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.stats.last_active_ms.load(Ordering::Relaxed))
-    }
-
-    /// The registered name, if any.
-    pub fn name(&self) -> Option<Arc<str>> {
-        lock(&self.name).clone()
-    }
-
-    /// Its groups, sorted.
-    pub fn groups(&self) -> Vec<Arc<str>> {
-        lock(&self.groups).clone()
-    }
-
-    /// Its counters.
-    pub fn stats(&self) -> &ClientStats {
-        &self.stats
-    }
-
-    /// Frames waiting in its outbound queue.
-    pub fn queue_len(&self) -> usize {
-        self.outbox.len()
-    }
-
-    /// Its outbound queue.
-    pub fn outbox(&self) -> &Outbox {
-        &self.outbox
-    }
-
-    /// The socket, when the hub may write to it directly.
-    pub fn socket(&self) -> Option<&TcpStream> {
-        self.socket.as_ref()
-    }
-
-    /// Notes that a frame of `bytes` arrived.
-    pub fn record_inbound(&self, frames: u64, bytes: u64) {
-        self.stats.frames_in.fetch_add(frames, Ordering::Relaxed);
-        self.stats.bytes_in.fetch_add(bytes, Ordering::Relaxed);
-        self.stats
-            .last_active_ms
-            .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
-    }
-
-    fn sink(&self) -> Option<&dyn FrameSink> {
-        self.socket.as_ref().map(|socket| socket as &dyn FrameSink)
-    }
-
-    fn record_written(&self, written: Written) {
-        self.stats
-            .frames_out
-            .fetch_add(written.frames, Ordering::Relaxed);
-        self.stats
-            .bytes_out
-            .fetch_add(written.bytes, Ordering::Relaxed);
-    }
-}
-
-/// A connection the registry admitted; dropping it removes the client and emits
-/// `client.disconnected`, however the connection task ends.
-#[derive(Debug)]
-pub struct Registration {
-    registry: Registry,
-    client: Arc<Client>,
-    ended_by_error: bool,
-}
-
-impl Registration {
-    /// The registry it belongs to.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// The registered client.
-    pub fn client(&self) -> &Arc<Client> {
-        &self.client
-    }
-
-    /// Marks the connection as ended by an I/O error rather than a clean close.
-    pub fn ended_by_error(&mut self) {
-        self.ended_by_error = true;
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let reason = match self.client.outbox.closing() {
-            Some(bye) => bye.as_str(),
-            None if self.ended_by_error => "error",
-            None => "closed",
-        };
-        self.registry.remove(&self.client, reason);
-    }
-}
-
 /// The outcome of a new connection.
 #[derive(Debug)]
 pub enum Admission {
@@ -267,60 +113,6 @@ pub enum SendError {
     /// Its queue is full; nothing was queued.
     #[error("the client's queue is full")]
     Backlogged,
-}
-
-/// The message id and what a broadcast reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BroadcastReport {
-    /// The message id.
-    pub id: String,
-    /// Live clients when it was sent.
-    pub recipients: usize,
-    /// Clients that accepted it into their queue (or got it written at once).
-    pub queued: usize,
-    /// Clients whose queue was full.
-    pub dropped: usize,
-}
-
-/// What part of a broadcast reached.
-#[derive(Debug, Default)]
-struct FanOut {
-    recipients: usize,
-    queued: usize,
-    dropped: usize,
-    written: Written,
-}
-
-impl FanOut {
-    fn add(&mut self, other: FanOut) {
-        self.recipients += other.recipients;
-        self.queued += other.queued;
-        self.dropped += other.dropped;
-        self.written.frames += other.written.frames;
-        self.written.bytes += other.written.bytes;
-    }
-}
-
-/// A client as [`Registry::list`] saw it.
-#[derive(Debug)]
-pub struct Listed {
-    /// The client.
-    pub client: Arc<Client>,
-    /// Its name when it was listed.
-    pub name: Option<Arc<str>>,
-}
-
-/// Which clients `list` returns.
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    /// Only names starting with this.
-    pub prefix: Option<String>,
-    /// Only named (`true`) or unnamed (`false`) clients.
-    pub named: Option<bool>,
-    /// Skip this many matches.
-    pub offset: usize,
-    /// Return at most this many.
-    pub limit: usize,
 }
 
 impl Registry {
@@ -532,47 +324,6 @@ impl Registry {
         clients.by_session.get(session).cloned()
     }
 
-    /// Live clients matching `query`, oldest first, and how many match in all.
-    ///
-    /// Each comes with the name it held while the registry was locked: read
-    /// later, a name could already have moved to another connection (which
-    /// would then show twice) or be a replaced connection's last name.
-    pub fn list(&self, query: &ListQuery) -> (usize, Vec<Listed>) {
-        let clients = self.lock();
-        let listed = |client: &Arc<Client>| Listed {
-            client: Arc::clone(client),
-            name: client.name(),
-        };
-        let prefix = query.prefix.as_deref().filter(|prefix| !prefix.is_empty());
-        if prefix.is_none() && query.named.is_none() {
-            let total = clients.by_session.len();
-            let page = clients
-                .by_session
-                .values()
-                .skip(query.offset)
-                .take(query.limit);
-            return (total, page.map(listed).collect());
-        }
-        let mut total = 0;
-        let mut page = Vec::new();
-        for client in clients.by_session.values() {
-            let name = lock(&client.name);
-            let wanted = query.named.is_none_or(|named| named == name.is_some())
-                && prefix
-                    .is_none_or(|prefix| name.as_deref().is_some_and(|n| n.starts_with(prefix)));
-            if wanted {
-                if total >= query.offset && page.len() < query.limit {
-                    page.push(Listed {
-                        client: Arc::clone(client),
-                        name: name.clone(),
-                    });
-                }
-                total += 1;
-            }
-        }
-        (total, page)
-    }
-
     /// Live clients.
     pub fn len(&self) -> usize {
         self.lock().by_session.len()
@@ -612,108 +363,6 @@ impl Registry {
             wait.abandon();
         }
         Ok(wait)
-    }
-
-    /// Pushes `message` to every live client, serialized once for all of them.
-    pub fn broadcast(&self, message: &Value) -> BroadcastReport {
-        // With client authentication on, a connection proves itself by its `sync`:
-        // until then it is told nothing.
-        let authenticated_only = self.inner.client_auth.is_some();
-        let recipients: Vec<Arc<Client>> = self
-            .lock()
-            .by_session
-            .values()
-            .filter(|client| !authenticated_only || client.name().is_some())
-            .cloned()
-            .collect();
-        let id = self.next_message_id();
-        let frame = HubFrame::Message {
-            id: &id,
-            scope: Scope::Broadcast,
-            group: None,
-            message,
-        }
-        .encode();
-        let report = self.fan_out(&recipients, &frame, id, Scope::Broadcast);
-        self.inner
-            .metrics
-            .broadcast_fanout
-            .observe(report.recipients as f64);
-        report
-    }
-
-    /// Writes or queues one encoded `frame` (message `id`) for every recipient,
-    /// on several threads when they are many.
-    fn fan_out(
-        &self,
-        recipients: &[Arc<Client>],
-        frame: &Bytes,
-        id: String,
-        scope: Scope,
-    ) -> BroadcastReport {
-        let threads = fanout_threads();
-        let tally = if recipients.len() < PARALLEL_FANOUT_MIN || threads < 2 {
-            self.deliver_to_all(recipients, frame, &id)
-        } else {
-            self.deliver_in_parallel(recipients, frame, &id, threads)
-        };
-        self.record_written(tally.written);
-        self.count_queued(scope, tally.queued as u64);
-        BroadcastReport {
-            id,
-            recipients: tally.recipients,
-            queued: tally.queued,
-            dropped: tally.dropped,
-        }
-    }
-
-    /// Fans `frame` out over `threads` threads, each writing to its share of the
-    /// recipients (a socket write is the whole cost of a delivery).
-    fn deliver_in_parallel(
-        &self,
-        recipients: &[Arc<Client>],
-        frame: &Bytes,
-        id: &str,
-        threads: usize,
-    ) -> FanOut {
-        let share = recipients.len().div_ceil(threads);
-        let mut shares = recipients.chunks(share);
-        let own = shares.next().unwrap_or_default();
-        std::thread::scope(|scope| {
-            let others: Vec<_> = shares
-                .map(|share| scope.spawn(move || self.deliver_to_all(share, frame, id)))
-                .collect();
-            let mut tally = self.deliver_to_all(own, frame, id);
-            for other in others {
-                // A delivery thread only panics on a bug; its share is then unreported.
-                tally.add(other.join().unwrap_or_default());
-            }
-            tally
-        })
-    }
-
-    /// Offers `frame` to each client in turn.
-    fn deliver_to_all(&self, recipients: &[Arc<Client>], frame: &Bytes, id: &str) -> FanOut {
-        let mut tally = FanOut::default();
-        for client in recipients {
-            let (offer, written) =
-                client
-                    .outbox
-                    .offer(frame, self.inner.queue_capacity, client.sink());
-            client.record_written(written);
-            tally.written.frames += written.frames;
-            tally.written.bytes += written.bytes;
-            match offer {
-                Offer::Accepted => tally.queued += 1,
-                Offer::Full => {
-                    self.on_full_queue(client, id);
-                    tally.dropped += 1;
-                }
-                Offer::Closing => continue,
-            }
-            tally.recipients += 1;
-        }
-        tally
     }
 
     /// Queues a frame the hub itself sends `client` (a reply); false when refused.
