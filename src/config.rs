@@ -79,6 +79,8 @@ pub struct Config {
     pub mailbox_capacity: usize,
     /// Most message bytes stored across all names.
     pub mailbox_max_bytes: u64,
+    /// This hub's name in `GET /nodes`; `None` takes the host name.
+    pub node_name: Option<String>,
 }
 
 impl Default for Config {
@@ -118,6 +120,7 @@ impl Default for Config {
             data_dir: None,
             mailbox_max_ttl: Duration::from_secs(86_400),
             mailbox_capacity: 1000,
+            node_name: None,
             mailbox_max_bytes: 1 << 30,
         }
     }
@@ -483,6 +486,10 @@ pub struct RunArgs {
     /// Most message bytes stored in all; past it, 503 `mailbox_full`.
     #[arg(long, env = "TCPHUB_MAILBOX_MAX_BYTES", default_value_t = 1 << 30)]
     pub mailbox_max_bytes: u64,
+    /// This hub's name, as `GET /nodes` lists it (default: the host name); its
+    /// node id is the name and 8 hex digits, new at every start.
+    #[arg(long, env = "TCPHUB_NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 impl RunArgs {
@@ -526,6 +533,7 @@ impl RunArgs {
             mailbox_max_ttl: seconds(self.mailbox_max_ttl),
             mailbox_capacity: self.mailbox_capacity,
             mailbox_max_bytes: self.mailbox_max_bytes,
+            node_name: self.node_name.clone(),
         }
     }
 }

@@ -28,6 +28,7 @@ use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 use tracing::{debug, info};
 
 use crate::codec::{Decoded, FrameDecoder};
+use crate::directory::Directory;
 use crate::groups::{self, GroupChange, GroupsError};
 use crate::protocol::{
     ByeReason, ClientFrame, ErrorCode, FrameError, HubFrame, PONG_LINE, validate_name,
@@ -50,24 +51,24 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Registration happens before the returned future is first polled, and the
 /// future holds little more than the registration: every idle client keeps one.
 pub fn serve(
-    registry: Registry,
+    directory: Directory,
     socket: TcpStream,
     peer: SocketAddr,
 ) -> impl Future<Output = ()> + Send + 'static {
-    match registry.connect(peer, Some(socket)) {
-        Admission::Admitted(registration) => Either::Left(run(registration)),
-        Admission::Refused(client) => Either::Right(refuse(registry, client)),
+    match directory.registry().connect(peer, Some(socket)) {
+        Admission::Admitted(registration) => Either::Left(run(registration, directory)),
+        Admission::Refused(client) => Either::Right(refuse(directory.registry().clone(), client)),
     }
 }
 
-async fn run(mut registration: Registration) {
+async fn run(mut registration: Registration, directory: Directory) {
     {
         let client = registration.client();
         // At info a client appears once it is named (and again when it leaves):
         // a bare connection is one more line per client in a reconnect storm.
         debug!(session = %client.id(), peer = %client.peer(), "client connected");
     }
-    let outcome = read_and_flush(registration.registry(), registration.client()).await;
+    let outcome = read_and_flush(&directory, registration.client()).await;
     if let Err(err) = outcome {
         debug!(session = %registration.client().id(), %err, "connection failed");
         registration.ended_by_error();
@@ -88,7 +89,8 @@ async fn refuse(registry: Registry, client: Arc<Client>) {
 }
 
 /// Runs the connection until the peer closes it or the hub queues its `bye`.
-async fn read_and_flush(registry: &Registry, client: &Arc<Client>) -> io::Result<()> {
+async fn read_and_flush(directory: &Directory, client: &Arc<Client>) -> io::Result<()> {
+    let registry = directory.registry();
     let Some(socket) = client.socket() else {
         return Ok(());
     };
@@ -122,7 +124,7 @@ async fn read_and_flush(registry: &Registry, client: &Arc<Client>) -> io::Result
             Wake::Queued | Wake::Writable => blocked = !flush(registry, client, socket)?,
             Wake::Refilled => throttled = None,
             Wake::Readable => {
-                match read_frames(registry, client, socket, &mut decoder, &mut budget)? {
+                match read_frames(directory, client, socket, &mut decoder, &mut budget)? {
                     Flow::Drained => {}
                     Flow::PeerClosed => return Ok(()),
                     // Readiness is still set, so without an explicit yield the task
@@ -174,7 +176,7 @@ enum Flow {
 /// Reads what the socket holds and handles every complete frame, keeping the
 /// decoder in `saved` only while it is in the middle of a frame.
 fn read_frames(
-    registry: &Registry,
+    directory: &Directory,
     client: &Arc<Client>,
     socket: &TcpStream,
     saved: &mut Option<Box<FrameDecoder>>,
@@ -182,9 +184,9 @@ fn read_frames(
 ) -> io::Result<Flow> {
     let mut decoder = match saved.take() {
         Some(decoder) => *decoder,
-        None => FrameDecoder::new(registry.max_frame_bytes()),
+        None => FrameDecoder::new(directory.registry().max_frame_bytes()),
     };
-    let flow = read_into(registry, client, socket, &mut decoder, budget);
+    let flow = read_into(directory, client, socket, &mut decoder, budget);
     if !decoder.is_between_frames() {
         *saved = Some(Box::new(decoder));
     }
@@ -192,13 +194,13 @@ fn read_frames(
 }
 
 fn read_into(
-    registry: &Registry,
+    directory: &Directory,
     client: &Arc<Client>,
     socket: &TcpStream,
     decoder: &mut FrameDecoder,
     budget: &mut Option<Budget>,
 ) -> io::Result<Flow> {
-    let rate = registry.client_rate();
+    let rate = directory.registry().client_rate();
     let mut buf = [0u8; READ_CHUNK];
     for _ in 0..READS_PER_WAKE {
         let n = match socket.try_read(&mut buf) {
@@ -207,7 +209,7 @@ fn read_into(
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Flow::Drained),
             Err(err) => return Err(err),
         };
-        let answered = handle_input(registry, client, decoder, &buf[..n]);
+        let answered = handle_input(directory, client, decoder, &buf[..n]);
         if client.outbox().closing().is_some() {
             return Ok(Flow::Drained);
         }
@@ -228,17 +230,18 @@ fn read_into(
 /// A client whose unfinished frame would take the hub past its pending-bytes
 /// cap is closed with `bye` `frame_too_large`.
 pub(crate) fn handle_input(
-    registry: &Registry,
+    directory: &Directory,
     client: &Arc<Client>,
     decoder: &mut FrameDecoder,
     input: &[u8],
 ) -> u64 {
+    let registry = directory.registry();
     let mut frames = 0;
     let mut errors = 0;
     decoder.feed(input, |decoded| match decoded {
         Decoded::Frame(value) => {
             frames += 1;
-            on_frame(registry, client, value);
+            on_frame(directory, client, value);
         }
         Decoded::InvalidJson(detail) => {
             errors += 1;
@@ -262,7 +265,8 @@ pub(crate) fn handle_input(
 }
 
 /// Acts on one decoded value from the client.
-fn on_frame(registry: &Registry, client: &Arc<Client>, value: Value) {
+fn on_frame(directory: &Directory, client: &Arc<Client>, value: Value) {
+    let registry = directory.registry();
     let frame = match ClientFrame::from_value(value) {
         Ok(frame) => frame,
         Err(refusal) => return reply_error(registry, client, &refusal),
@@ -274,7 +278,7 @@ fn on_frame(registry: &Registry, client: &Arc<Client>, value: Value) {
             token,
             groups,
         } => on_sync(
-            registry,
+            directory,
             client,
             &client_name,
             message,
@@ -318,13 +322,14 @@ fn on_join_or_leave(
 }
 
 fn on_sync(
-    registry: &Registry,
+    directory: &Directory,
     client: &Arc<Client>,
     name: &str,
     message: Option<Value>,
     token: Option<&str>,
     groups: Option<&[String]>,
 ) {
+    let registry = directory.registry();
     if let Err(refusal) = validate_name(name) {
         return reply_error(registry, client, &refusal);
     }
@@ -350,7 +355,7 @@ fn on_sync(
             return reply_error(registry, client, &refusal.to_frame_error());
         }
     }
-    match registry.sync(client, name) {
+    match directory.claim(client, name) {
         Ok(()) => {
             let id = client.id();
             info!(session = %id, peer = %client.peer(), %name, "client named");

@@ -10,6 +10,8 @@
 //! - [`groups`]: group name rules, token claims and the group member index.
 //! - [`registry`]: the live clients, the name index, sends, broadcasts and kicks;
 //!   the single source of [`events`] and the owner of [`metrics`].
+//! - [`directory`]: the one way the API and the connections reach clients by
+//!   name, group or all at once, with outcomes mapped to HTTP in one place.
 //! - [`connection`] and [`tcp`]: one task per socket, and the accept loop;
 //!   [`tls`]: the same over TLS, for both listeners.
 //! - [`acks`]: sends waiting for the client's acknowledgement.
@@ -32,6 +34,7 @@ pub mod client_auth;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod directory;
 pub mod events;
 pub mod fd_budget;
 pub mod groups;
@@ -57,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use directory::{Directory, Node};
 use http_server::HttpServer;
 
 pub use config::Config;
@@ -115,11 +119,13 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> io::Result<()> {
         let tls = tls::acceptor(&self.config)?;
+        let node = Node::new(self.config.node_name.as_deref(), http.local_addr()?);
+        let directory = Directory::local(self.registry.clone(), node);
         let webhooks = webhooks::start(&self.config, &self.registry)?;
         let tasks = TaskTracker::new();
         let accepting = tokio::spawn(tcp::accept_loop(
             tcp,
-            self.registry.clone(),
+            directory.clone(),
             tls.clone(),
             tasks.clone(),
             shutdown.clone(),
@@ -131,7 +137,7 @@ impl Hub {
         if let Some(timeout) = self.config.idle_timeout {
             tokio::spawn(sweep_idle(self.registry.clone(), timeout, shutdown.clone()));
         }
-        let state = api::AppState::new(self.registry.clone(), Arc::clone(&self.config));
+        let state = api::AppState::new(directory, Arc::clone(&self.config));
         let limits = http_server::Limits::of(&self.config);
         let mut http_server = HttpServer::start(http, tls, api::router(state.clone()), limits)?;
 

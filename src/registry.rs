@@ -18,7 +18,7 @@ mod listing;
 pub use bulk::Delivery;
 pub use client::{Client, ClientStats, Registration};
 pub use fanout::BroadcastReport;
-pub use listing::{ListQuery, Listed};
+pub use listing::{ListQuery, Listed, Listing};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

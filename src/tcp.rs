@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::connection;
+use crate::directory::Directory;
 use crate::protocol::{ByeReason, HubFrame};
 use crate::registry::Registry;
 use crate::tls;
@@ -36,7 +37,7 @@ const SPARE_PATH: &str = "/dev/null";
 /// Accepts connections until `stop` is cancelled, then drops the listener.
 pub async fn accept_loop(
     listener: TcpListener,
-    registry: Registry,
+    directory: Directory,
     tls: Option<TlsAcceptor>,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -54,9 +55,9 @@ pub async fn accept_loop(
                     debug!(%peer, %err, "could not tune client socket");
                 }
                 match &tls {
-                    None => tasks.spawn(connection::serve(registry.clone(), socket, peer)),
+                    None => tasks.spawn(connection::serve(directory.clone(), socket, peer)),
                     Some(acceptor) => tasks.spawn(tls::serve_client(
-                        registry.clone(),
+                        directory.clone(),
                         acceptor.clone(),
                         socket,
                         peer,
@@ -65,7 +66,7 @@ pub async fn accept_loop(
             }
             Err(err) => {
                 let spared = if out_of_descriptors(&err) {
-                    spare.refuse_one(&listener, &registry, tls.is_none())
+                    spare.refuse_one(&listener, directory.registry(), tls.is_none())
                 } else {
                     Spared::NotTried
                 };
@@ -74,7 +75,7 @@ pub async fn accept_loop(
                 if spared == Spared::NothingWaiting {
                     continue;
                 }
-                registry.metrics().accept_errors.inc();
+                directory.registry().metrics().accept_errors.inc();
                 errors.report(&err, Instant::now());
                 if spared == Spared::NotTried {
                     tokio::time::sleep(ACCEPT_BACKOFF).await;

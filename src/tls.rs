@@ -34,6 +34,7 @@ use tracing::{debug, info};
 use crate::codec::FrameDecoder;
 use crate::config::Config;
 use crate::connection::handle_input;
+use crate::directory::Directory;
 use crate::outbox::FrameSink;
 use crate::protocol::ByeReason;
 use crate::registry::{Admission, Client, Registration, Registry};
@@ -91,7 +92,7 @@ fn load(cert_path: &Path, key_path: &Path) -> io::Result<TlsAcceptor> {
 
 /// Serves one TCP client over TLS until the connection ends.
 pub async fn serve_client(
-    registry: Registry,
+    directory: Directory,
     acceptor: TlsAcceptor,
     socket: TcpStream,
     peer: SocketAddr,
@@ -101,23 +102,20 @@ pub async fn serve_client(
         Ok(Err(err)) => return debug!(%peer, %err, "TLS handshake failed"),
         Err(_) => return debug!(%peer, "TLS handshake timed out"),
     };
-    match registry.connect(peer, None) {
-        Admission::Admitted(registration) => run(registration, stream).await,
+    match directory.registry().connect(peer, None) {
+        Admission::Admitted(registration) => run(registration, &directory, stream).await,
         Admission::Refused(client) => {
             info!(session = %client.id(), %peer, reason = client.outbox().closing().map(display), "connection refused");
-            let mut connection = Connection::new(&registry, &client, stream);
+            let mut connection = Connection::new(&directory, &client, stream);
             connection.finish().await;
         }
     }
 }
 
-async fn run(mut registration: Registration, stream: TlsStream<TcpStream>) {
-    let (registry, client) = (
-        registration.registry().clone(),
-        Arc::clone(registration.client()),
-    );
+async fn run(mut registration: Registration, directory: &Directory, stream: TlsStream<TcpStream>) {
+    let client = Arc::clone(registration.client());
     info!(session = %client.id(), peer = %client.peer(), tls = true, "client connected");
-    let mut connection = Connection::new(&registry, &client, stream);
+    let mut connection = Connection::new(directory, &client, stream);
     if let Err(err) = poll_fn(|cx| connection.poll_exchange(cx)).await {
         debug!(session = %client.id(), %err, "connection failed");
         registration.ended_by_error();
@@ -133,6 +131,7 @@ async fn run(mut registration: Registration, stream: TlsStream<TcpStream>) {
 /// One TLS client's connection task: the stream, the batch being written, and
 /// the unfinished frame being read.
 struct Connection<'a> {
+    directory: &'a Directory,
     registry: &'a Registry,
     client: &'a Arc<Client>,
     stream: TlsStream<TcpStream>,
@@ -148,9 +147,14 @@ struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
-    fn new(registry: &'a Registry, client: &'a Arc<Client>, stream: TlsStream<TcpStream>) -> Self {
+    fn new(
+        directory: &'a Directory,
+        client: &'a Arc<Client>,
+        stream: TlsStream<TcpStream>,
+    ) -> Self {
         Connection {
-            registry,
+            directory,
+            registry: directory.registry(),
             client,
             stream,
             batch: Vec::new(),
@@ -234,7 +238,7 @@ impl<'a> Connection<'a> {
             Some(decoder) => *decoder,
             None => FrameDecoder::new(self.registry.max_frame_bytes()),
         };
-        let answered = handle_input(self.registry, self.client, &mut decoder, input);
+        let answered = handle_input(self.directory, self.client, &mut decoder, input);
         if !decoder.is_between_frames() {
             self.decoder = Some(Box::new(decoder));
         }

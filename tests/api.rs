@@ -68,6 +68,7 @@ async fn get_one_client_shows_every_field() {
         "queueLen",
         "dropped",
         "groups",
+        "node",
     ];
     want.sort_unstable();
     let mut fields = fields;
@@ -137,7 +138,107 @@ async fn list_pages_and_filters() {
         (json!(1), vec![Value::Null])
     );
     let (_, count_only) = hub.get("/clients?limit=0").await;
-    assert_eq!(count_only, json!({"total": 4, "clients": []}));
+    assert_eq!(count_only, json!({"total": 4, "clients": [], "next": null}));
+}
+
+/// Follows `next` from the first page of `path` to the last; the names seen.
+async fn follow_pages(hub: &TestHub, path: &str, limit: usize) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let cursor = after.map(|c| format!("&after={c}")).unwrap_or_default();
+        let (status, page) = hub.get(&format!("{path}limit={limit}{cursor}")).await;
+        assert_eq!(status, 200, "{page}");
+        let clients = page["clients"].as_array().cloned().unwrap_or_default();
+        assert!(clients.len() <= limit);
+        seen.extend(clients.iter().map(|c| c["name"].clone()));
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => return seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn list_pages_follow_the_next_cursor_unshifted_by_clients_leaving() {
+    let hub = TestHub::start(Config::default()).await;
+    let mut clients = Vec::new();
+    for n in 0..7 {
+        clients.push(TestClient::synced(&hub, &format!("p-{n}")).await);
+    }
+    let mut unnamed = TestClient::connect(&hub).await;
+    unnamed.ping().await;
+    let all: Vec<Value> = (0..7).map(|n| json!(format!("p-{n}"))).collect();
+    let mut with_unnamed = all.clone();
+    with_unnamed.push(Value::Null);
+    assert_eq!(follow_pages(&hub, "/clients?", 3).await, with_unnamed);
+    assert_eq!(follow_pages(&hub, "/clients?prefix=p-&", 2).await, all);
+    assert_eq!(follow_pages(&hub, "/clients?named=true&", 7).await, all);
+
+    // A page that ends exactly at the last match has no next.
+    let (_, last) = hub.get("/clients?limit=8").await;
+    assert_eq!(last["next"], Value::Null);
+
+    // The first page is read, then a client on it leaves: the second page
+    // starts where the first ended, none skipped.
+    let (_, first) = hub.get("/clients?limit=3").await;
+    let next = first["next"].as_str().unwrap_or_default().to_owned();
+    let mut events = hub.events();
+    clients.remove(0).close().await;
+    events.disconnections(1).await;
+    let (_, second) = hub.get(&format!("/clients?limit=3&after={next}")).await;
+    let names: Vec<Value> = second["clients"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("p-3"), json!("p-4"), json!("p-5")]);
+    assert_eq!(second["total"], 7);
+    let (_, skipped) = hub
+        .get(&format!("/clients?limit=1&offset=1&after={next}"))
+        .await;
+    assert_eq!(skipped["clients"][0]["name"], "p-4");
+
+    for cursor in ["x", "-1", ""] {
+        let (status, problem) = hub.get(&format!("/clients?after={cursor}")).await;
+        assert_eq!(
+            (status, &problem["code"]),
+            (400, &json!("invalid_query")),
+            "{cursor:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nodes_lists_this_hub_and_every_client_names_it() {
+    let hub = TestHub::start(Config {
+        node_name: Some("hub-a".into()),
+        ..Config::default()
+    })
+    .await;
+    let _one = TestClient::synced(&hub, "one").await;
+    let _two = TestClient::synced(&hub, "two").await;
+    let (status, body) = hub.get("/nodes").await;
+    assert_eq!(status, 200, "{body}");
+    let nodes = body["nodes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(nodes.len(), 1, "{body}");
+    let node = &nodes[0];
+    let id = node["id"].as_str().unwrap_or_default();
+    let suffix = id.strip_prefix("hub-a-").unwrap_or_default();
+    assert!(
+        suffix.len() == 8 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert_eq!(node["name"], "hub-a");
+    assert_eq!(node["httpAddr"], hub.http_addr.to_string());
+    assert_eq!(node["clients"], 2);
+    common::assert_millis_utc(node["startedAt"].as_str().unwrap_or_default());
+    let (_, client) = hub.get("/clients/one").await;
+    assert_eq!(client["node"], id);
+    let (_, list) = hub.get("/clients").await;
+    assert_eq!(list["clients"][1]["node"], id);
 }
 
 #[tokio::test]
@@ -162,7 +263,7 @@ async fn an_unknown_query_parameter_is_400_invalid_query_naming_it() {
     let hub = TestHub::start(Config::default()).await;
     let (status, body) = hub.get("/clients?limt=5").await;
     let detail = "Failed to deserialize query string: limt: unknown field `limt`, \
-                  expected one of `limit`, `offset`, `prefix`, `named`";
+                  expected one of `limit`, `offset`, `after`, `prefix`, `named`";
     assert_eq!(
         (status, body),
         (400, problem(400, "invalid_query", "Invalid query", detail))

@@ -148,7 +148,7 @@ async fn five_hundred_clients_each_get_their_own_message_and_every_broadcast() {
     assert!(hub.registry.is_empty());
     assert_eq!(
         hub.get("/clients").await.1,
-        json!({"total": 0, "clients": []})
+        json!({"total": 0, "clients": [], "next": null})
     );
 }
 

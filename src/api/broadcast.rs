@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::registry::BroadcastReport;
+use crate::directory::Reach;
 
 use super::problem::{MessageEnvelope, Problem, SendBody};
 use super::query::{NoParams, Params};
@@ -27,8 +27,8 @@ pub struct BroadcastResult {
     pub dropped: usize,
 }
 
-impl From<BroadcastReport> for BroadcastResult {
-    fn from(report: BroadcastReport) -> BroadcastResult {
+impl From<Reach> for BroadcastResult {
+    fn from(Reach { report }: Reach) -> BroadcastResult {
         BroadcastResult {
             id: report.id,
             recipients: report.recipients,
@@ -68,15 +68,6 @@ pub async fn broadcast(
     _: Params<NoParams>,
     SendBody(message): SendBody,
 ) -> Result<(StatusCode, Json<BroadcastResult>), ApiError> {
-    let registry = state.registry.clone();
-    // A fan-out to 10,000 clients is tens of milliseconds of socket writes; keep
-    // it off the async workers so other requests and connections stay responsive.
-    let report = tokio::task::spawn_blocking(move || registry.broadcast(&message))
-        .await
-        .map_err(|err| {
-            // Only a bug (a panic) or the runtime stopping ends the task early.
-            tracing::error!(%err, "broadcast task failed");
-            ApiError::Internal
-        })?;
-    Ok((StatusCode::ACCEPTED, Json(BroadcastResult::from(report))))
+    let reach = state.directory.broadcast(message).await?;
+    Ok((StatusCode::ACCEPTED, Json(BroadcastResult::from(reach))))
 }

@@ -5,6 +5,8 @@
 //! recipients than `--max-bulk-recipients` in all 413 `too_many_recipients`.
 //! Each item's message is serialized once however many recipients it has.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::{Request, State};
 use serde::{Deserialize, Serialize};
@@ -12,7 +14,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use crate::registry::Delivery;
+use crate::directory::{BulkItem as Item, BulkStatus};
+use crate::mailbox::delivery::Keep;
 
 use super::problem::Problem;
 use super::query::{NoParams, Params};
@@ -44,9 +47,10 @@ pub struct BulkItem {
     pub to: Recipients,
     /// The message: any JSON value, at most `--max-message-bytes` as JSON text.
     pub message: Value,
-    /// Seconds the message stays deliverable. Accepted and ignored for now:
-    /// a message reaches the clients that are live, at once, or nobody.
-    #[schema(minimum = 0)]
+    /// Seconds (1 to `--mailbox-max-ttl`) to store the message for recipients
+    /// with no live client: each such recipient's copy is stored under its own
+    /// id and delivered on the name's next `sync`, as for a direct send with `ttl`.
+    #[schema(minimum = 1)]
     pub ttl: Option<u64>,
 }
 
@@ -73,16 +77,15 @@ struct RawItem<'a> {
     to: Value,
     #[serde(borrow)]
     message: &'a RawValue,
-    /// Read so that a malformed `ttl` is refused; delivery ignores it.
-    #[serde(default, rename = "ttl")]
-    _ttl: Option<u64>,
+    #[serde(default)]
+    ttl: Option<u64>,
 }
 
 /// What became of every recipient of a bulk send.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({
-    "queued": 2, "stored": 0, "notFound": 1, "backlogged": 0,
+    "queued": 2, "stored": 0, "notFound": 1, "backlogged": 0, "mailboxFull": 0,
     "results": [
         {"to": "meter-1", "id": "m7", "status": "queued"},
         {"to": "meter-2", "id": "m8", "status": "queued"},
@@ -92,12 +95,14 @@ struct RawItem<'a> {
 pub struct BulkResult {
     /// Recipients whose message was queued on their live socket.
     pub queued: usize,
-    /// Recipients whose message was kept for later delivery; always 0 (no mailbox yet).
+    /// Recipients with no live client whose message was stored (items with `ttl`).
     pub stored: usize,
     /// Recipients no live client is named after.
     pub not_found: usize,
     /// Recipients whose queue was full (nothing queued for them).
     pub backlogged: usize,
+    /// Recipients of items with `ttl` whose copy a full mailbox refused (nothing stored).
+    pub mailbox_full: usize,
     /// One entry per recipient, in request order.
     pub results: Vec<BulkOutcome>,
 }
@@ -107,45 +112,19 @@ pub struct BulkResult {
 pub struct BulkOutcome {
     /// The recipient's name, as given.
     pub to: String,
-    /// The id of its item's message (shared by the item's recipients).
+    /// The id of its item's message, shared by the item's recipients; a
+    /// stored copy has its own.
     pub id: String,
-    /// `queued`, `not_found` or `backlogged`.
+    /// What became of it.
     pub status: BulkStatus,
-}
-
-/// The status of one recipient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BulkStatus {
-    /// Queued on its live socket.
-    Queued,
-    /// No live client has the name.
-    NotFound,
-    /// Its queue was full; nothing was queued.
-    Backlogged,
-}
-
-impl From<Delivery> for BulkStatus {
-    fn from(delivery: Delivery) -> BulkStatus {
-        match delivery {
-            Delivery::Queued => BulkStatus::Queued,
-            // A mailbox would keep the message here, as `stored`.
-            Delivery::NotFound => BulkStatus::NotFound,
-            Delivery::Backlogged => BulkStatus::Backlogged,
-        }
-    }
-}
-
-/// A checked item, ready to send.
-struct Item {
-    to: Vec<String>,
-    message: Value,
 }
 
 /// Send many messages, each to one or more named clients.
 ///
 /// Each item arrives as an ordinary `direct` message; an item's recipients
-/// share its message id. A name given twice in one item gets the message once,
+/// share its message id. With a `ttl`, an item's recipients that have no live
+/// client get it stored, each copy under its own id (`stored`). A name given
+/// twice in one item gets the message once,
 /// and both mentions report its status. Items are sent in order, and an empty
 /// `messages` sends nothing.
 #[utoipa::path(
@@ -169,6 +148,7 @@ pub async fn send(
 ) -> Result<Json<BulkResult>, ApiError> {
     let max_message = state.config.max_message_bytes;
     let max_recipients = state.config.max_bulk_recipients;
+    let max_ttl = state.directory.registry().mailbox().max_ttl().as_secs();
     let limit = max_message.saturating_add(max_recipients.saturating_mul(BODY_BYTES_PER_RECIPIENT));
     let body = json_body::read(request, limit).await?;
     let raw: RawRequest<'_> = serde_json::from_slice(&body)
@@ -176,7 +156,7 @@ pub async fn send(
     let mut items = Vec::with_capacity(raw.messages.len());
     let mut recipients = 0usize;
     for (index, item) in raw.messages.iter().enumerate() {
-        let item = check_item(index, item, max_message)?;
+        let item = check_item(index, item, max_message, max_ttl)?;
         recipients += item.to.len();
         if recipients > max_recipients {
             return Err(ApiError::TooManyRecipients(format!(
@@ -185,49 +165,40 @@ pub async fn send(
         }
         items.push(item);
     }
-    let registry = state.registry.clone();
-    // Thousands of socket writes: keep them off the async workers.
-    let sent = tokio::task::spawn_blocking(move || {
-        items
-            .into_iter()
-            .map(|item| {
-                let (id, outcomes) = registry.send_each(&item.to, &item.message);
-                (item.to, id, outcomes)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|err| {
-        tracing::error!(%err, "bulk send task failed");
-        ApiError::Internal
-    })?;
+    let names: Vec<Vec<String>> = items.iter().map(|item| item.to.clone()).collect();
+    let outcomes = state.directory.send_bulk(items).await?;
     let mut result = BulkResult {
         queued: 0,
         stored: 0,
         not_found: 0,
         backlogged: 0,
+        mailbox_full: 0,
         results: Vec::with_capacity(recipients),
     };
-    for (names, id, outcomes) in sent {
-        for (to, outcome) in names.into_iter().zip(outcomes) {
-            let status = BulkStatus::from(outcome);
-            match status {
-                BulkStatus::Queued => result.queued += 1,
-                BulkStatus::NotFound => result.not_found += 1,
-                BulkStatus::Backlogged => result.backlogged += 1,
-            }
-            result.results.push(BulkOutcome {
-                to,
-                id: id.clone(),
-                status,
-            });
-        }
+    for (to, outcome) in names.into_iter().flatten().zip(outcomes) {
+        *match outcome.status {
+            BulkStatus::Queued => &mut result.queued,
+            BulkStatus::Stored => &mut result.stored,
+            BulkStatus::NotFound => &mut result.not_found,
+            BulkStatus::Backlogged => &mut result.backlogged,
+            BulkStatus::MailboxFull => &mut result.mailbox_full,
+        } += 1;
+        result.results.push(BulkOutcome {
+            to,
+            id: outcome.id,
+            status: outcome.status,
+        });
     }
     Ok(Json(result))
 }
 
 /// Reads item `index`, or says what is wrong with it.
-fn check_item(index: usize, item: &RawValue, max_message: usize) -> Result<Item, ApiError> {
+fn check_item(
+    index: usize,
+    item: &RawValue,
+    max_message: usize,
+    max_ttl: u64,
+) -> Result<Item, ApiError> {
     let invalid = |detail: &dyn std::fmt::Display| {
         ApiError::InvalidBody(format!("messages[{index}]: {detail}"))
     };
@@ -251,5 +222,13 @@ fn check_item(index: usize, item: &RawValue, max_message: usize) -> Result<Item,
         return Err(ApiError::ItemTooLarge(index, max_message));
     }
     let message = serde_json::from_str(raw.message.get()).map_err(|err| invalid(&err))?;
-    Ok(Item { to, message })
+    let keep = match raw.ttl {
+        None => None,
+        Some(ttl) if (1..=max_ttl).contains(&ttl) => Some(Keep {
+            ttl: Duration::from_secs(ttl),
+            until_ack: false,
+        }),
+        Some(_) => return Err(invalid(&format!("ttl must be 1 to {max_ttl} seconds"))),
+    };
+    Ok(Item { to, message, keep })
 }

@@ -7,17 +7,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::mailbox::StoreError;
-use crate::mailbox::delivery::{Keep, StoreFailure, send_or_store};
-use crate::metrics::OutcomeLabels;
-use crate::protocol::ByeReason;
-use crate::registry::{Client, ListQuery, Listed};
-use crate::time_format::rfc3339;
+use crate::directory::ClientView;
+use crate::mailbox::delivery::Keep;
+use crate::registry::ListQuery;
 
 use super::problem::{MessageEnvelope, Problem, SendBody};
 use super::query::{NoParams, Params};
@@ -32,78 +27,6 @@ const DEFAULT_ACK_TIMEOUT_MS: u64 = 5000;
 /// The longest `wait=ack` may wait, in milliseconds.
 const MAX_ACK_TIMEOUT_MS: u64 = 60_000;
 
-/// A live TCP client.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(example = json!({
-    "id": "c7", "name": "Client-1", "peer": "127.0.0.1:50312",
-    "connectedAt": "2026-11-25T18:40:30.123Z", "lastActiveAt": "2026-11-25T18:40:33.125Z",
-    "framesIn": 2, "framesOut": 1, "bytesIn": 141, "bytesOut": 55, "queueLen": 0, "dropped": 0,
-    "groups": ["floor-2", "kiosks"]
-}))]
-pub struct ClientView {
-    /// Session id, unique for the process.
-    pub id: String,
-    /// Registered name; null until the client sends `sync`.
-    #[schema(required = true)]
-    pub name: Option<String>,
-    /// Remote address, `ip:port`.
-    pub peer: String,
-    /// When it connected: RFC 3339 UTC with milliseconds, `2026-11-25T18:40:30.120Z`.
-    #[schema(format = DateTime)]
-    pub connected_at: String,
-    /// When it last sent a frame, or connected (RFC 3339 UTC with milliseconds).
-    #[schema(format = DateTime)]
-    pub last_active_at: String,
-    /// Frames received from it.
-    pub frames_in: u64,
-    /// Frames written to it.
-    pub frames_out: u64,
-    /// Bytes received from it.
-    pub bytes_in: u64,
-    /// Bytes written to it.
-    pub bytes_out: u64,
-    /// Frames waiting in its outbound queue.
-    pub queue_len: usize,
-    /// Pushed messages dropped because its queue was full.
-    pub dropped: u64,
-    /// The groups it is in, sorted.
-    pub groups: Vec<String>,
-}
-
-impl From<&Client> for ClientView {
-    fn from(client: &Client) -> ClientView {
-        ClientView::named(client, client.name())
-    }
-}
-
-impl From<&Listed> for ClientView {
-    fn from(listed: &Listed) -> ClientView {
-        ClientView::named(&listed.client, listed.name.clone())
-    }
-}
-
-impl ClientView {
-    /// The view of `client` under `name`, the name it held when it was looked up.
-    pub(super) fn named(client: &Client, name: Option<Arc<str>>) -> ClientView {
-        let stats = client.stats();
-        ClientView {
-            id: client.id(),
-            name: name.map(|name| name.to_string()),
-            peer: client.peer().to_string(),
-            connected_at: rfc3339(client.connected_at()),
-            last_active_at: rfc3339(client.last_active_at()),
-            frames_in: stats.frames_in.load(Ordering::Relaxed),
-            frames_out: stats.frames_out.load(Ordering::Relaxed),
-            bytes_in: stats.bytes_in.load(Ordering::Relaxed),
-            bytes_out: stats.bytes_out.load(Ordering::Relaxed),
-            queue_len: client.queue_len(),
-            dropped: stats.dropped.load(Ordering::Relaxed),
-            groups: client.groups().iter().map(|g| g.to_string()).collect(),
-        }
-    }
-}
-
 /// A page of live clients.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClientList {
@@ -111,6 +34,9 @@ pub struct ClientList {
     pub total: usize,
     /// This page, oldest connection first.
     pub clients: Vec<ClientView>,
+    /// Pass as `after` to get the page that follows; null on the last page.
+    #[schema(required = true)]
+    pub next: Option<String>,
 }
 
 /// Filters and paging for `GET /clients`.
@@ -121,9 +47,13 @@ pub struct ListParams {
     /// Page size, 0 to 10000 (default 1000).
     #[param(minimum = 0, maximum = 10000)]
     pub limit: Option<usize>,
-    /// Matches to skip (default 0).
+    /// Matches to skip (default 0), after `after` if it is given.
     #[param(minimum = 0)]
     pub offset: Option<usize>,
+    /// Start after this cursor: the `next` of the previous page. Deep pages
+    /// cost what the first costs, and clients that connect or leave meanwhile
+    /// do not shift the pages.
+    pub after: Option<String>,
     /// Only clients whose name starts with this.
     pub prefix: Option<String>,
     /// Only named (`true`) or unnamed (`false`) clients.
@@ -213,15 +143,30 @@ pub async fn list(
             "limit must be at most {MAX_LIMIT}"
         )));
     }
+    let after = params
+        .after
+        .as_deref()
+        .map(|cursor| {
+            cursor.parse::<u64>().map_err(|_| {
+                ApiError::InvalidQuery(format!(
+                    "after must be the next of an earlier page, not {cursor:?}"
+                ))
+            })
+        })
+        .transpose()?;
     let query = ListQuery {
         prefix: params.prefix,
         named: params.named,
+        after,
         offset: params.offset.unwrap_or(0),
         limit,
     };
-    let (total, page) = state.registry.list(&query);
-    let clients = page.iter().map(ClientView::from).collect();
-    Ok(Json(ClientList { total, clients }))
+    let page = state.directory.list(&query).await?;
+    Ok(Json(ClientList {
+        total: page.total,
+        clients: page.clients,
+        next: page.next,
+    }))
 }
 
 /// One live client by name.
@@ -244,11 +189,7 @@ pub async fn get_one(
     _: Params<NoParams>,
 ) -> Result<Json<ClientView>, ApiError> {
     let name = path_name(name)?;
-    let client = state
-        .registry
-        .get(&name)
-        .ok_or(ApiError::ClientNotFound(name))?;
-    Ok(Json(ClientView::from(client.as_ref())))
+    Ok(Json(state.directory.get(&name).await?))
 }
 
 /// Push a message to one client by name.
@@ -291,64 +232,24 @@ pub async fn send(
     SendBody(message): SendBody,
 ) -> Result<Response, ApiError> {
     let name = path_name(name)?;
-    if let Some(keep) = keep(&params, state.registry.mailbox().max_ttl())? {
-        let sent = send_or_store(&state.registry, &name, &message, keep)
-            .await
-            .map_err(|err| match err {
-                StoreFailure::Backlogged => ApiError::ClientBacklogged(name.clone()),
-                StoreFailure::Store(StoreError::Full(detail)) => ApiError::MailboxFull(detail),
-                StoreFailure::Store(StoreError::Failed) => ApiError::Internal,
-            })?;
-        let queued = Queued {
-            id: sent.id,
-            queued: sent.queued,
-            stored: Some(sent.stored),
-        };
-        return Ok((StatusCode::ACCEPTED, Json(queued)).into_response());
-    }
-    let Some(patience) = ack_patience(&params)? else {
-        let id = state
-            .registry
-            .send_to(&name, &message)
-            .map_err(|err| ApiError::from_send(err, &name))?;
-        let queued = Queued {
-            id,
-            queued: 1,
-            stored: None,
-        };
-        return Ok((StatusCode::ACCEPTED, Json(queued)).into_response());
+    let directory = &state.directory;
+    let max_ttl = directory.registry().mailbox().max_ttl();
+    let sent = match (keep(&params, max_ttl)?, ack_patience(&params)?) {
+        (Some(keep), _) => directory.send_or_store(&name, &message, keep).await?,
+        (None, Some(patience)) => {
+            let id = directory
+                .send_awaiting_ack(&name, &message, patience)
+                .await?;
+            return Ok(Json(Acked { id, acked: true }).into_response());
+        }
+        (None, None) => directory.send(&name, &message).await?,
     };
-    let mut wait = state
-        .registry
-        .send_awaiting_ack(&name, &message)
-        .map_err(|err| ApiError::from_send(err, &name))?;
-    let id = wait.id().to_owned();
-    let (outcome, failure) = match tokio::time::timeout(patience, wait.acked()).await {
-        Ok(Ok(())) => ("acked", None),
-        Ok(Err(_gone)) => (
-            "disconnected",
-            Some(format!(
-                "{name:?} disconnected before acknowledging message {id}"
-            )),
-        ),
-        Err(_elapsed) => (
-            "timeout",
-            Some(format!(
-                "{name:?} did not acknowledge message {id} within {} ms",
-                patience.as_millis()
-            )),
-        ),
+    let queued = Queued {
+        id: sent.id,
+        queued: sent.queued,
+        stored: sent.stored,
     };
-    state
-        .registry
-        .metrics()
-        .ack_waits
-        .get_or_create(&OutcomeLabels { outcome })
-        .inc();
-    match failure {
-        None => Ok(Json(Acked { id, acked: true }).into_response()),
-        Some(detail) => Err(ApiError::AckTimeout(detail)),
-    }
+    Ok((StatusCode::ACCEPTED, Json(queued)).into_response())
 }
 
 /// How a send stores its message: `None` without `ttl`.
@@ -416,10 +317,7 @@ pub async fn kick(
     _: Params<NoParams>,
 ) -> Result<StatusCode, ApiError> {
     let name = path_name(name)?;
-    state
-        .registry
-        .kick(&name, ByeReason::Kicked)
-        .map_err(|err| ApiError::from_send(err, &name))?;
+    state.directory.kick(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

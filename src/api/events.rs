@@ -94,12 +94,12 @@ pub async fn follow(
     let slot = Arc::clone(&state.event_streams)
         .try_acquire_owned()
         .map_err(|_| ApiError::TooManyStreams(state.config.max_event_streams))?;
-    let follow = state.registry.events().follow(after);
+    let follow = state.registry().events().follow(after);
     // The response head goes out with the first bytes of the body: a comment
     // sends both at once, so the follower knows at once that it is subscribed.
     let mut head = vec![sse::Event::default().comment("following")];
     if follow.missed > 0 {
-        head.push(missed(&state.registry, follow.missed));
+        head.push(missed(state.registry(), follow.missed));
     }
     head.extend(
         follow
@@ -109,7 +109,7 @@ pub async fn follow(
             .map(sse_event),
     );
     let live = stream::unfold(
-        (follow.live, filter, state.registry, slot),
+        (follow.live, filter, state.registry().clone(), slot),
         |(mut live, filter, registry, slot)| async move {
             loop {
                 let received = tokio::select! {

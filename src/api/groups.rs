@@ -8,10 +8,11 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::groups::{self, GroupChange, GroupsError};
+use crate::directory::ClientView;
+use crate::groups::{self, GroupChange};
 
 use super::broadcast::BroadcastResult;
-use super::clients::{ClientView, path_name};
+use super::clients::path_name;
 use super::problem::{MessageEnvelope, Problem, SendBody};
 use super::query::Params;
 use super::{ApiError, AppState, json_body};
@@ -118,14 +119,12 @@ pub async fn list(
     let limit = page_limit(params.limit)?;
     let prefix = params.prefix.unwrap_or_default();
     let (total, page) = state
-        .registry
-        .group_page(&prefix, params.offset.unwrap_or(0), limit);
+        .directory
+        .groups(&prefix, params.offset.unwrap_or(0), limit)
+        .await?;
     let groups = page
         .into_iter()
-        .map(|(name, members)| GroupSummary {
-            name: name.to_string(),
-            members,
-        })
+        .map(|(name, members)| GroupSummary { name, members })
         .collect();
     Ok(Json(GroupList { total, groups }))
 }
@@ -150,10 +149,10 @@ pub async fn get_one(
 ) -> Result<Json<GroupView>, ApiError> {
     let name = path_name(group)?;
     let limit = page_limit(params.limit)?;
-    let (members, page) = state
-        .registry
-        .group_members(&name, params.offset.unwrap_or(0), limit);
-    let clients = page.iter().map(ClientView::from).collect();
+    let (members, clients) = state
+        .directory
+        .group_members(&name, params.offset.unwrap_or(0), limit)
+        .await?;
     Ok(Json(GroupView {
         name,
         members,
@@ -194,15 +193,8 @@ pub async fn send(
     SendBody(message): SendBody,
 ) -> Result<(StatusCode, Json<BroadcastResult>), ApiError> {
     let group = path_name(group)?;
-    let registry = state.registry.clone();
-    // Like a broadcast, a large group is many socket writes: keep them off the async workers.
-    let report = tokio::task::spawn_blocking(move || registry.send_to_group(&group, &message))
-        .await
-        .map_err(|err| {
-            tracing::error!(%err, "group send task failed");
-            ApiError::Internal
-        })?;
-    Ok((StatusCode::ACCEPTED, Json(BroadcastResult::from(report))))
+    let reach = state.directory.send_to_group(group, message).await?;
+    Ok((StatusCode::ACCEPTED, Json(BroadcastResult::from(reach))))
 }
 
 /// Replace a named client's group set; the client gets a `groups` frame when it changes.
@@ -233,15 +225,10 @@ pub async fn set_for_client(
     let GroupSet { groups } = serde_json::from_slice(&body).map_err(|err| {
         ApiError::InvalidBody(format!("expected {{\"groups\": [<name>, ...]}}: {err}"))
     })?;
-    let change = groups::parse_names(&groups).map(GroupChange::Replace);
-    let groups = change
-        .and_then(|change| state.registry.set_groups_of(&name, &change))
-        .map_err(|err| match err {
-            GroupsError::NotFound => ApiError::ClientNotFound(name),
-            GroupsError::Invalid(detail) | GroupsError::Forbidden(detail) => {
-                ApiError::InvalidGroups(detail)
-            }
-        })?;
+    let change = groups::parse_names(&groups)
+        .map(GroupChange::Replace)
+        .map_err(|err| ApiError::InvalidGroups(err.to_string()))?;
+    let groups = state.directory.set_groups_of(&name, &change).await?;
     Ok(Json(GroupSet {
         groups: groups.iter().map(|g| g.to_string()).collect(),
     }))

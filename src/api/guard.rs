@@ -105,7 +105,7 @@ where
             route,
             method,
             started,
-            registry: self.state.registry.clone(),
+            registry: self.state.registry().clone(),
         }
     }
 }

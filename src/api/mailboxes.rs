@@ -114,7 +114,7 @@ pub async fn list(
             "limit must be at most {MAX_LIMIT}"
         )));
     }
-    let (total, page) = state.registry.mailbox().names(
+    let (total, page) = state.registry().mailbox().names(
         params.prefix.as_deref().unwrap_or(""),
         params.offset.unwrap_or(0),
         limit,
@@ -150,7 +150,7 @@ pub async fn get_one(
 ) -> Result<Json<Mailbox>, ApiError> {
     let name = path_name(name)?;
     let messages: Vec<StoredMessage> = state
-        .registry
+        .registry()
         .mailbox()
         .messages(&name)
         .into_iter()
@@ -188,8 +188,8 @@ pub async fn purge(
     _: Params<NoParams>,
 ) -> Result<StatusCode, ApiError> {
     let name = path_name(name)?;
-    state.registry.mailbox().purge(&name);
-    delivery::record_totals(&state.registry);
+    state.registry().mailbox().purge(&name);
+    delivery::record_totals(state.registry());
     Ok(StatusCode::NO_CONTENT)
 }
 

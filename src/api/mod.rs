@@ -1,6 +1,6 @@
 //! The HTTP API: the route table, bearer-token auth, request metrics and logs.
 //!
-//! Handlers are thin: they extract, call the [`Registry`], and map the result.
+//! Handlers are thin: they extract, call the [`Directory`], and map the result.
 //! The API never touches sockets. The OpenAPI document is generated from these
 //! handlers and types ([`ApiDoc`]).
 
@@ -14,6 +14,7 @@ pub mod groups;
 mod guard;
 mod json_body;
 pub mod mailboxes;
+pub mod nodes;
 pub mod ops;
 pub mod problem;
 mod query;
@@ -27,6 +28,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::registry::Registry;
 use doc::{Constants, DefaultProblem, EventUnion, Webhook};
 
@@ -35,8 +37,8 @@ pub use problem::{ApiError, Problem};
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The live clients.
-    pub registry: Registry,
+    /// The way to every client.
+    pub directory: Directory,
     /// The hub's settings (token, message size limit).
     pub config: Arc<Config>,
     /// One permit per `/events` stream that may open (`--max-event-streams`).
@@ -44,16 +46,21 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a router over `registry`.
-    pub fn new(registry: Registry, config: Arc<Config>) -> AppState {
+    /// State for a router over `directory`.
+    pub fn new(directory: Directory, config: Arc<Config>) -> AppState {
         let event_streams = Arc::new(Semaphore::new(
             config.max_event_streams.min(Semaphore::MAX_PERMITS),
         ));
         AppState {
-            registry,
+            directory,
             config,
             event_streams,
         }
+    }
+
+    /// This node's registry: its own clients, events, metrics and mailbox.
+    pub fn registry(&self) -> &Registry {
+        self.directory.registry()
     }
 
     /// How many `/events` streams are open.
@@ -80,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/groups/{group}", get(groups::get_one))
         .route("/groups/{group}/send", post(groups::send))
         .route("/events", get(events::follow))
+        .route("/nodes", get(nodes::list))
         .route("/mailboxes", get(mailboxes::list))
         .route(
             "/mailboxes/{name}",
@@ -122,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         mailboxes::list,
         mailboxes::get_one,
         mailboxes::purge,
+        nodes::list,
         ops::healthz,
         ops::readyz,
         ops::metrics,

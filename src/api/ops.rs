@@ -75,7 +75,7 @@ pub async fn readyz(
     State(state): State<AppState>,
     _: Params<NoParams>,
 ) -> Result<axum::Json<Status>, ApiError> {
-    if state.registry.is_shutting_down() {
+    if state.registry().is_shutting_down() {
         return Err(ApiError::Draining);
     }
     Ok(axum::Json(Status {
@@ -103,7 +103,7 @@ pub async fn metrics(State(state): State<AppState>, _: Params<NoParams>) -> Resp
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
     (
         [(header::CONTENT_TYPE, content_type)],
-        state.registry.metrics().encode(),
+        state.registry().metrics().encode(),
     )
         .into_response()
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use crate::registry::SendError;
+use crate::directory::Failure;
 
 use super::AppState;
 
@@ -289,12 +289,18 @@ impl ApiError {
             code,
         }
     }
+}
 
-    /// Maps a registry refusal for the client `name`.
-    pub fn from_send(err: SendError, name: &str) -> ApiError {
-        match err {
-            SendError::NotFound => ApiError::ClientNotFound(name.to_owned()),
-            SendError::Backlogged => ApiError::ClientBacklogged(name.to_owned()),
+/// Each way a directory verb fails is one kind of problem.
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> ApiError {
+        match failure {
+            Failure::NotFound(name) => ApiError::ClientNotFound(name),
+            Failure::Backlogged(name) => ApiError::ClientBacklogged(name),
+            Failure::AckTimeout(detail) => ApiError::AckTimeout(detail),
+            Failure::MailboxFull(detail) => ApiError::MailboxFull(detail),
+            Failure::InvalidGroups(detail) => ApiError::InvalidGroups(detail),
+            Failure::Internal => ApiError::Internal,
         }
     }
 }

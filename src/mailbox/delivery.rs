@@ -72,6 +72,17 @@ pub async fn send_or_store(
             Err(SendError::NotFound) => {}
         }
     }
+    Ok(store(registry, name, message, keep).await?)
+}
+
+/// Stores `message` in `name`'s mailbox under a new id, and delivers it at once
+/// if a client took the name meanwhile. Answers once the message is durable.
+pub async fn store(
+    registry: &Registry,
+    name: &str,
+    message: &Value,
+    keep: Keep,
+) -> Result<Sent, StoreError> {
     let (number, id) = registry.issue_message_id();
     let mailbox = registry.mailbox();
     mailbox

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{Client, Registry};
-use crate::metrics::StatusLabels;
 use crate::outbox::Offer;
 use crate::protocol::{HubFrame, Scope};
 
@@ -79,23 +78,6 @@ impl Registry {
             .filter(|outcome| **outcome == Delivery::Queued)
             .count();
         self.count_queued(Scope::Direct, queued as u64);
-        let mut tally = [0u64; 3];
-        for outcome in &outcomes {
-            tally[*outcome as usize] += 1;
-        }
-        for (outcome, count) in [Delivery::Queued, Delivery::NotFound, Delivery::Backlogged]
-            .into_iter()
-            .zip(tally)
-            .filter(|(_, count)| *count > 0)
-        {
-            let status = outcome.as_str();
-            let counter = self
-                .inner
-                .metrics
-                .bulk_recipients
-                .get_or_create(&StatusLabels { status });
-            counter.inc_by(count);
-        }
         (id, outcomes)
     }
 }

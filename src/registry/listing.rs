@@ -1,5 +1,7 @@
-//! Listing live clients: filters and pages, in connection order.
+//! Listing live clients: filters and pages, in connection order, by offset or
+//! after a cursor (the session of the last client of the previous page).
 
+use std::ops::Bound;
 use std::sync::Arc;
 
 use super::{Client, Registry, lock};
@@ -20,10 +22,23 @@ pub struct ListQuery {
     pub prefix: Option<String>,
     /// Only named (`true`) or unnamed (`false`) clients.
     pub named: Option<bool>,
-    /// Skip this many matches.
+    /// Only clients that connected after the one with this session.
+    pub after: Option<u64>,
+    /// Skip this many matches (after `after`).
     pub offset: usize,
     /// Return at most this many.
     pub limit: usize,
+}
+
+/// A page of clients.
+#[derive(Debug)]
+pub struct Listing {
+    /// Clients matching the filters, on all pages (whatever `after` and `offset` say).
+    pub total: usize,
+    /// This page, oldest connection first.
+    pub page: Vec<Listed>,
+    /// Whether more matches follow this page.
+    pub more: bool,
 }
 
 impl Registry {
@@ -31,40 +46,60 @@ impl Registry {
     ///
     /// Each comes with the name it held while the registry was locked: read
     /// later, a name could already have moved to another connection (which
-    /// would then show twice) or be a replaced connection's last name.
-    pub fn list(&self, query: &ListQuery) -> (usize, Vec<Listed>) {
+    /// would then show twice) or be a replaced connection's last name. Without
+    /// filters a page costs the same however deep it is.
+    pub fn list(&self, query: &ListQuery) -> Listing {
         let clients = self.lock();
-        let listed = |client: &Arc<Client>| Listed {
-            client: Arc::clone(client),
-            name: client.name(),
-        };
+        let start = query.after.map_or(Bound::Unbounded, Bound::Excluded);
+        let candidates = clients.by_session.range((start, Bound::Unbounded));
         let prefix = query.prefix.as_deref().filter(|prefix| !prefix.is_empty());
         if prefix.is_none() && query.named.is_none() {
-            let total = clients.by_session.len();
-            let page = clients
-                .by_session
-                .values()
+            let mut page: Vec<Listed> = candidates
                 .skip(query.offset)
-                .take(query.limit);
-            return (total, page.map(listed).collect());
+                .take(query.limit.saturating_add(1))
+                .map(|(_, client)| Listed {
+                    client: Arc::clone(client),
+                    name: client.name(),
+                })
+                .collect();
+            let more = page.len() > query.limit;
+            page.truncate(query.limit);
+            return Listing {
+                total: clients.by_session.len(),
+                page,
+                more,
+            };
         }
-        let mut total = 0;
-        let mut page = Vec::new();
-        for client in clients.by_session.values() {
+        let wanted = |client: &Client| {
             let name = lock(&client.name);
             let wanted = query.named.is_none_or(|named| named == name.is_some())
                 && prefix
                     .is_none_or(|prefix| name.as_deref().is_some_and(|n| n.starts_with(prefix)));
-            if wanted {
-                if total >= query.offset && page.len() < query.limit {
-                    page.push(Listed {
-                        client: Arc::clone(client),
-                        name: name.clone(),
-                    });
-                }
-                total += 1;
+            wanted.then(|| name.clone())
+        };
+        let mut total = 0;
+        let mut skipped = 0;
+        let mut page = Vec::new();
+        let mut more = false;
+        for (&session, client) in &clients.by_session {
+            let Some(name) = wanted(client) else {
+                continue;
+            };
+            total += 1;
+            if query.after.is_some_and(|after| session <= after) {
+                continue;
+            }
+            if skipped < query.offset {
+                skipped += 1;
+            } else if page.len() < query.limit {
+                page.push(Listed {
+                    client: Arc::clone(client),
+                    name,
+                });
+            } else {
+                more = true;
             }
         }
-        (total, page)
+        Listing { total, page, more }
     }
 }
