@@ -153,6 +153,18 @@ pub enum ConfigError {
     /// Only one of the certificate and its key.
     #[error("--tls-cert and --tls-key go together")]
     HalfTls,
+    /// A node name that could not be part of a node id.
+    #[error("--node-name {0:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'")]
+    NodeName(String),
+}
+
+/// Whether `name` can be a node name: it becomes part of node ids, cursors
+/// and, in a cluster, of broker subjects.
+pub fn is_node_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Config {
@@ -205,6 +217,9 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::HalfTls);
+        }
+        if let Some(name) = self.node_name.as_deref().filter(|name| !is_node_name(name)) {
+            return Err(ConfigError::NodeName(name.to_owned()));
         }
         if self.open_api() && !self.allow_insecure_api {
             return Err(ConfigError::InsecureApi(self.http_addr));
@@ -545,6 +560,28 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_node_name_must_fit_node_ids_and_subjects() {
+        for good in ["hub-a", "HUB_2", &"x".repeat(64)] {
+            let config = Config {
+                node_name: Some(good.to_owned()),
+                ..Config::default()
+            };
+            assert_eq!(config.validate(), Ok(()), "{good}");
+        }
+        for bad in ["", "hub.a", "hub a", "hüb", &"x".repeat(65)] {
+            let config = Config {
+                node_name: Some(bad.to_owned()),
+                ..Config::default()
+            };
+            assert_eq!(
+                config.validate(),
+                Err(ConfigError::NodeName(bad.to_owned())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::directory::ClientView;
+use crate::directory::{ClientView, Cursor};
 use crate::mailbox::delivery::Keep;
 use crate::registry::ListQuery;
 
@@ -146,22 +146,17 @@ pub async fn list(
     let after = params
         .after
         .as_deref()
-        .map(|cursor| {
-            cursor.parse::<u64>().map_err(|_| {
-                ApiError::InvalidQuery(format!(
-                    "after must be the next of an earlier page, not {cursor:?}"
-                ))
-            })
-        })
-        .transpose()?;
+        .map(str::parse::<Cursor>)
+        .transpose()
+        .map_err(|err| ApiError::InvalidQuery(err.to_string()))?;
     let query = ListQuery {
         prefix: params.prefix,
         named: params.named,
-        after,
+        after: None,
         offset: params.offset.unwrap_or(0),
         limit,
     };
-    let page = state.directory.list(&query).await?;
+    let page = state.directory.list(&query, after.as_ref()).await?;
     Ok(Json(ClientList {
         total: page.total,
         clients: page.clients,

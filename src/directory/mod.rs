@@ -10,10 +10,12 @@
 //! workers that serve connections and requests.
 
 mod bulk;
+mod cursor;
 mod node;
 mod view;
 
 pub use bulk::{BulkItem, BulkStatus, Recipient};
+pub use cursor::{BadCursor, Cursor};
 pub use node::{Node, NodeView};
 pub use view::ClientView;
 
@@ -27,7 +29,9 @@ use crate::mailbox::StoreError;
 use crate::mailbox::delivery::{self, Keep, StoreFailure};
 use crate::metrics::OutcomeLabels;
 use crate::protocol::ByeReason;
-use crate::registry::{BroadcastReport, Client, ListQuery, Registry, SendError, SyncError};
+use crate::registry::{
+    BroadcastReport, Client, ListQuery, Listing, Registry, SendError, SyncError,
+};
 
 /// Why a verb did not do what was asked. Each maps to one HTTP problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,14 +129,21 @@ impl Directory {
         ))
     }
 
-    /// Live clients matching `query`, oldest first.
-    pub async fn list(&self, query: &ListQuery) -> Result<ClientPage, Failure> {
-        let listing = self.registry.list(query);
-        let next = listing
-            .page
-            .last()
-            .filter(|_| listing.more)
-            .map(|last| last.client.session().to_string());
+    /// Live clients matching `query`, after `after`: node by node, each
+    /// node's oldest first.
+    pub async fn list(
+        &self,
+        query: &ListQuery,
+        after: Option<&Cursor>,
+    ) -> Result<ClientPage, Failure> {
+        let listing = local_page(&self.registry, &self.node.id, query, after);
+        let next = listing.page.last().filter(|_| listing.more).map(|last| {
+            Cursor {
+                node: self.node.id.clone(),
+                session: last.client.session(),
+            }
+            .to_string()
+        });
         let clients = listing
             .page
             .iter()
@@ -296,6 +307,28 @@ impl Directory {
             .kick(name, ByeReason::Kicked)
             .map_err(|err| send_failure(err, name))
     }
+}
+
+/// This node's part of a page: its clients matching `query` that come after `after`.
+fn local_page(
+    registry: &Registry,
+    node: &str,
+    query: &ListQuery,
+    after: Option<&Cursor>,
+) -> Listing {
+    let Some(sessions) = after.map_or(Some(None), |cursor| cursor.sessions_after_on(node)) else {
+        // Every client of this node comes before the cursor: only the count.
+        let mut counted = registry.list(&ListQuery {
+            limit: 0,
+            ..query.clone()
+        });
+        counted.more = false;
+        return counted;
+    };
+    registry.list(&ListQuery {
+        after: sessions,
+        ..query.clone()
+    })
 }
 
 fn send_failure(err: SendError, name: &str) -> Failure {

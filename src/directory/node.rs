@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::config::is_node_name;
 use crate::time_format::rfc3339;
 
 /// This hub's identity, fixed at start.
@@ -16,7 +17,7 @@ pub struct Node {
     /// `<name>-<8 hex digits>`, new at every start, so that a restarted hub is
     /// never taken for an earlier run of itself.
     pub id: String,
-    /// `--node-name`, or the host name.
+    /// `--node-name`, or the host name (with `-` for what a node name cannot hold).
     pub name: String,
     /// The address the HTTP API is bound to.
     pub http_addr: SocketAddr,
@@ -71,14 +72,29 @@ impl NodeView {
     }
 }
 
-/// The machine's host name, or `tcphub` when it has none readable.
+/// The machine's host name made a valid node name (`web-1.example.com`
+/// becomes `web-1-example-com`), or `tcphub` when it has none readable.
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "tcphub".to_owned())
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if is_node_name(&name) {
+        name
+    } else {
+        "tcphub".to_owned()
+    }
 }
 
 /// 32 bits that differ between runs: the standard library seeds every
