@@ -23,12 +23,13 @@ pub use listing::{ListQuery, Listed, Listing};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 use crate::acks::{AckWait, PendingAcks};
 use crate::client_auth::ClientAuth;
@@ -70,6 +71,21 @@ struct Inner {
     client_auth: Option<ClientAuth>,
     /// Most groups one connection may be in.
     max_groups: usize,
+    /// In a cluster: `.<node id>` after every message id this node issues, so
+    /// that ids are unique cluster-wide (empty on a single node).
+    id_suffix: OnceLock<Arc<str>>,
+    /// In a cluster: told of every name a session stops holding.
+    released: OnceLock<mpsc::UnboundedSender<Released>>,
+}
+
+/// A name that a session of this node stopped holding (it left, was renamed
+/// or kicked), for the cluster's name table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    /// The name.
+    pub name: Arc<str>,
+    /// The session that held it.
+    pub session: u64,
 }
 
 #[derive(Debug, Default)]
@@ -159,6 +175,8 @@ impl Registry {
                     _ => None,
                 },
                 max_groups: config.max_groups_per_client,
+                id_suffix: OnceLock::new(),
+                released: OnceLock::new(),
             }),
         }
     }
@@ -313,6 +331,9 @@ impl Registry {
         if let Some(replaced) = replaced {
             replaced.outbox.close(ByeReason::Replaced);
         }
+        if let Some(old) = &old_name {
+            self.released(Arc::clone(old), client.session);
+        }
         self.emit(client, EventKind::Named { old_name });
         Ok(())
     }
@@ -339,11 +360,21 @@ impl Registry {
         self.len() == 0
     }
 
+    /// The live client named `name`, if session `session` still holds it.
+    pub fn holder(&self, name: &str, session: u64) -> Option<Arc<Client>> {
+        self.get(name).filter(|client| client.session == session)
+    }
+
     /// Pushes `message` to the client named `name`; returns the message id.
     pub fn send_to(&self, name: &str, message: &Value) -> Result<String, SendError> {
         let client = self.get(name).ok_or(SendError::NotFound)?;
+        self.send_to_client(&client, message)
+    }
+
+    /// Pushes `message` to `client`; returns the message id.
+    pub fn send_to_client(&self, client: &Arc<Client>, message: &Value) -> Result<String, SendError> {
         let id = self.next_message_id();
-        self.push_direct(&client, &id, message)?;
+        self.push_direct(client, &id, message)?;
         Ok(id)
     }
 
@@ -351,13 +382,19 @@ impl Registry {
     /// and returns a wait for the client's `ack` of it.
     pub fn send_awaiting_ack(&self, name: &str, message: &Value) -> Result<AckWait, SendError> {
         let client = self.get(name).ok_or(SendError::NotFound)?;
-        let number = self.inner.next_message.fetch_add(1, Ordering::Relaxed);
+        self.send_awaiting_ack_from(&client, message)
+    }
+
+    /// Pushes `message` to `client` and returns a wait for its `ack` of it.
+    pub fn send_awaiting_ack_from(
+        &self,
+        client: &Arc<Client>,
+        message: &Value,
+    ) -> Result<AckWait, SendError> {
+        let (number, id) = self.issue_message_id();
         // Registered before the message can reach the client, so that no ack is missed.
-        let wait = self
-            .inner
-            .acks
-            .register(client.session, number, format!("m{number}"));
-        self.push_direct(&client, wait.id(), message)?;
+        let wait = self.inner.acks.register(client.session, number, id);
+        self.push_direct(client, wait.id(), message)?;
         if !self.lock().by_session.contains_key(&client.session) {
             // It left before the wait was registered; no disconnect will end it.
             wait.abandon();
@@ -372,14 +409,26 @@ impl Registry {
 
     /// Disconnects the client named `name` with a `bye`.
     pub fn kick(&self, name: &str, reason: ByeReason) -> Result<(), SendError> {
+        self.kick_holder(name, None, reason)
+    }
+
+    /// Disconnects the client named `name` with a `bye`, if `session` (when
+    /// given) is the one holding it.
+    pub fn kick_holder(
+        &self,
+        name: &str,
+        session: Option<u64>,
+        reason: ByeReason,
+    ) -> Result<(), SendError> {
         let client = {
             let mut clients = self.lock();
-            let session = clients
+            let holder = clients
                 .by_name
                 .get(name)
                 .copied()
+                .filter(|holder| session.is_none_or(|session| session == *holder))
                 .ok_or(SendError::NotFound)?;
-            clients.remove_session(session).ok_or(SendError::NotFound)?
+            clients.remove_session(holder).ok_or(SendError::NotFound)?
         };
         client.outbox.close(reason);
         Ok(())
@@ -508,6 +557,9 @@ impl Registry {
 
     fn remove(&self, client: &Arc<Client>, reason: &'static str) {
         self.lock().remove_session(client.session);
+        if let Some(name) = client.name() {
+            self.released(name, client.session);
+        }
         self.hold_pending(client, 0);
         self.inner.metrics.clients_connected.dec();
         self.inner.acks.forget_session(client.session);
@@ -547,8 +599,35 @@ impl Registry {
             .emit(|| (client.id(), client.name(), client.peer), kind);
     }
 
-    /// The number of a message id this hub issued (`m<number>`).
+    /// Joins a cluster: message ids get `.<node_id>` after their number, and
+    /// every name a session stops holding is sent to `released`. Done once,
+    /// before the hub serves anyone; a second call changes nothing.
+    pub fn join_cluster(&self, node_id: &str, released: mpsc::UnboundedSender<Released>) {
+        let _ = self.inner.id_suffix.set(Arc::from(format!(".{node_id}")));
+        let _ = self.inner.released.set(released);
+    }
+
+    fn released(&self, name: Arc<str>, session: u64) {
+        if let Some(released) = self.inner.released.get() {
+            // The receiver lives as long as the cluster; after it, nobody asks.
+            let _ = released.send(Released { name, session });
+        }
+    }
+
+    /// The id of message `number`: `m<number>`, and in a cluster `.<node id>` after it.
+    pub fn message_id(&self, number: u64) -> String {
+        match self.inner.id_suffix.get() {
+            Some(suffix) => format!("m{number}{suffix}"),
+            None => format!("m{number}"),
+        }
+    }
+
+    /// The number of a message id this hub issued.
     fn issued_message(&self, id: &str) -> Option<u64> {
+        let id = match self.inner.id_suffix.get() {
+            Some(suffix) => id.strip_suffix(&**suffix)?,
+            None => id,
+        };
         let number: u64 = id.strip_prefix('m')?.parse().ok()?;
         let issued = 1..self.inner.next_message.load(Ordering::Relaxed);
         issued.contains(&number).then_some(number)
@@ -558,10 +637,10 @@ impl Registry {
         self.issue_message_id().1
     }
 
-    /// A new message number and its id, `m<number>`.
+    /// A new message number and its id.
     pub(crate) fn issue_message_id(&self) -> (u64, String) {
         let number = self.inner.next_message.fetch_add(1, Ordering::Relaxed);
-        (number, format!("m{number}"))
+        (number, self.message_id(number))
     }
 
     fn lock(&self) -> MutexGuard<'_, Clients> {

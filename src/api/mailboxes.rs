@@ -155,7 +155,7 @@ pub async fn get_one(
         .messages(&name)
         .into_iter()
         .map(|stored| StoredMessage {
-            id: format!("m{}", stored.number),
+            id: state.registry().message_id(stored.number),
             size: stored.size,
             stored_at: rfc3339(at_ms(stored.stored_at_ms)),
             expires_at: rfc3339(at_ms(stored.expires_at_ms)),

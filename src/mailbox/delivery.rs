@@ -120,7 +120,7 @@ pub fn deliver_stored(registry: &Registry, client: &Arc<Client>) -> Vec<u64> {
     let delivered = registry
         .mailbox()
         .deliver(&name, client.session(), |offered| {
-            registry.reply(client, &frame(offered))
+            registry.reply(client, &frame(registry, offered))
         });
     if delivered.is_empty() {
         return Vec::new();
@@ -134,7 +134,7 @@ pub fn deliver_stored(registry: &Registry, client: &Arc<Client>) -> Vec<u64> {
         registry.emit(
             client,
             EventKind::Delivered {
-                message_id: format!("m{}", offered.number),
+                message_id: registry.message_id(offered.number),
                 redelivered: offered.redelivered,
             },
         );
@@ -167,7 +167,7 @@ pub fn expire(registry: &Registry) -> usize {
         registry.events().emit_for_name(
             name,
             EventKind::Expired {
-                message_id: format!("m{number}"),
+                message_id: registry.message_id(*number),
             },
         );
     }
@@ -210,8 +210,8 @@ struct StoredFrame<'a> {
     redelivered: bool,
 }
 
-fn frame(offered: &Offered) -> Bytes {
-    let id = format!("m{}", offered.number);
+fn frame(registry: &Registry, offered: &Offered) -> Bytes {
+    let id = registry.message_id(offered.number);
     let frame = StoredFrame {
         kind: "message",
         id: &id,

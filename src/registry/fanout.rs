@@ -55,6 +55,12 @@ impl FanOut {
 impl Registry {
     /// Pushes `message` to every live client, serialized once for all of them.
     pub fn broadcast(&self, message: &Value) -> BroadcastReport {
+        self.broadcast_as(self.next_message_id(), message)
+    }
+
+    /// Pushes `message` as message `id` (issued elsewhere: a cluster-wide
+    /// broadcast) to every live client of this node.
+    pub fn broadcast_as(&self, id: String, message: &Value) -> BroadcastReport {
         // With client authentication on, a connection proves itself by its `sync`:
         // until then it is told nothing.
         let authenticated_only = self.inner.client_auth.is_some();
@@ -65,7 +71,6 @@ impl Registry {
             .filter(|client| !authenticated_only || client.name().is_some())
             .cloned()
             .collect();
-        let id = self.next_message_id();
         let frame = HubFrame::Message {
             id: &id,
             scope: Scope::Broadcast,

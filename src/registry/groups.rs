@@ -64,9 +64,18 @@ impl Registry {
         change: &GroupChange,
     ) -> Result<Vec<Arc<str>>, GroupsError> {
         let client = self.get(name).ok_or(GroupsError::NotFound)?;
-        let (groups, changed) = self.apply_groups(&client, change, Asker::Operator)?;
+        self.set_groups_for(&client, change)
+    }
+
+    /// Replaces `client`'s set as [`Registry::set_groups_of`] does.
+    pub fn set_groups_for(
+        &self,
+        client: &Arc<Client>,
+        change: &GroupChange,
+    ) -> Result<Vec<Arc<str>>, GroupsError> {
+        let (groups, changed) = self.apply_groups(client, change, Asker::Operator)?;
         if changed {
-            self.reply(&client, &HubFrame::Groups { groups: &groups }.encode());
+            self.reply(client, &HubFrame::Groups { groups: &groups }.encode());
         }
         Ok(groups)
     }
@@ -112,8 +121,13 @@ impl Registry {
 
     /// Pushes `message` to every member of `group`, serialized once for all.
     pub fn send_to_group(&self, group: &str, message: &Value) -> BroadcastReport {
+        self.send_to_group_as(self.next_message_id(), group, message)
+    }
+
+    /// Pushes `message` as message `id` (issued elsewhere: a cluster-wide send)
+    /// to every member of `group` on this node.
+    pub fn send_to_group_as(&self, id: String, group: &str, message: &Value) -> BroadcastReport {
         let recipients: Vec<Arc<Client>> = self.lock().groups.members(group).cloned().collect();
-        let id = self.next_message_id();
         let frame = HubFrame::Message {
             id: &id,
             scope: Scope::Group,
