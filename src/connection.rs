@@ -107,10 +107,8 @@ async fn read_and_flush(registry: &Registry, client: &Arc<Client>) -> io::Result
             if client.outbox().poll_queued(cx).is_ready() {
                 return Poll::Ready(Ok(Wake::Queued));
             }
-            if blocked {
-                if let Poll::Ready(ready) = socket.poll_write_ready(cx) {
-                    return Poll::Ready(ready.map(|()| Wake::Writable));
-                }
+            if blocked && let Poll::Ready(ready) = socket.poll_write_ready(cx) {
+                return Poll::Ready(ready.map(|()| Wake::Writable));
             }
             match &mut throttled {
                 Some(sleep) => sleep.as_mut().poll(cx).map(|()| Ok(Wake::Refilled)),
