@@ -1,7 +1,7 @@
 # tcphub container image: a release build on the official Rust image, run as a
 # non-root user on a small Debian runtime. Base images are build arguments so a
 # mirror or a pinned digest can be swapped in:
-#   docker build --build-arg RUST_IMAGE=rust:1.85-bookworm -t tcphub .
+#   docker build --build-arg RUST_IMAGE=rust:1.89-bookworm -t tcphub .
 #
 # The runtime is debian:bookworm-slim rather than distroless or scratch: the
 # binary links glibc dynamically, and the Rust image is bookworm-based, so the

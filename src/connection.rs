@@ -109,10 +109,8 @@ async fn read_and_flush(directory: &Directory, client: &Arc<Client>) -> io::Resu
             if client.outbox().poll_queued(cx).is_ready() {
                 return Poll::Ready(Ok(Wake::Queued));
             }
-            if blocked {
-                if let Poll::Ready(ready) = socket.poll_write_ready(cx) {
-                    return Poll::Ready(ready.map(|()| Wake::Writable));
-                }
+            if blocked && let Poll::Ready(ready) = socket.poll_write_ready(cx) {
+                return Poll::Ready(ready.map(|()| Wake::Writable));
             }
             match &mut throttled {
                 Some(sleep) => sleep.as_mut().poll(cx).map(|()| Ok(Wake::Refilled)),

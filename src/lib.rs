@@ -31,6 +31,7 @@ pub mod acks;
 pub mod api;
 pub mod cli;
 pub mod client_auth;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod connection;

@@ -653,11 +653,11 @@ impl Clients {
     fn remove_session(&mut self, session: u64) -> Option<Arc<Client>> {
         let client = self.by_session.remove(&session)?;
         self.groups.forget(session, &lock(&client.groups));
-        if let Some(name) = lock(&client.name).as_ref() {
-            if self.by_name.get(name) == Some(&session) {
-                self.by_name.remove(name);
-                self.named_changed();
-            }
+        if let Some(name) = lock(&client.name).as_ref()
+            && self.by_name.get(name) == Some(&session)
+        {
+            self.by_name.remove(name);
+            self.named_changed();
         }
         Some(client)
     }

@@ -480,13 +480,13 @@ async fn racing_claims_renames_and_kicks_leave_at_most_one_holder_per_name() {
     // Once every racer has read all it was sent, believers and registry agree.
     let mut believers: HashMap<String, Vec<String>> = HashMap::new();
     for racer in &mut racers {
-        if racer.settle().await {
-            if let Some(name) = &racer.holds {
-                believers
-                    .entry(name.clone())
-                    .or_default()
-                    .push(racer.session.clone());
-            }
+        if racer.settle().await
+            && let Some(name) = &racer.holds
+        {
+            believers
+                .entry(name.clone())
+                .or_default()
+                .push(racer.session.clone());
         }
     }
     for name in NAMES {

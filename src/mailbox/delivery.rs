@@ -145,10 +145,10 @@ pub fn deliver_stored(registry: &Registry, client: &Arc<Client>) -> Vec<u64> {
 /// `client` acked message `number`: if its name kept that message until acked,
 /// it leaves the mailbox.
 pub fn acked(registry: &Registry, client: &Client, number: u64) {
-    if let Some(name) = client.name() {
-        if registry.mailbox().acked(&name, number) {
-            record_totals(registry);
-        }
+    if let Some(name) = client.name()
+        && registry.mailbox().acked(&name, number)
+    {
+        record_totals(registry);
     }
 }
 

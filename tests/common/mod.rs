@@ -1,8 +1,11 @@
 //! The test harness: a real hub in-process on loopback port 0, real TCP clients
 //! and a real HTTP client. Every wait is bounded by [`PATIENCE`] and fails the
-//! test with a message when it runs out.
+//! test with a message when it runs out. [`nats`] runs a real `nats-server`
+//! for the cluster tests.
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod nats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
