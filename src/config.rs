@@ -12,6 +12,8 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::cluster::{ClusterSettings, SettingsError};
+use crate::directory::host_name;
 use crate::throttle::InboundRate;
 
 /// Everything the hub needs to know to run.
@@ -81,6 +83,8 @@ pub struct Config {
     pub mailbox_max_bytes: u64,
     /// This hub's name in `GET /nodes`; `None` takes the host name.
     pub node_name: Option<String>,
+    /// Cluster mode: the broker and the cluster's timers; `None` runs alone.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Default for Config {
@@ -121,6 +125,7 @@ impl Default for Config {
             mailbox_max_ttl: Duration::from_secs(86_400),
             mailbox_capacity: 1000,
             node_name: None,
+            cluster: None,
             mailbox_max_bytes: 1 << 30,
         }
     }
@@ -156,6 +161,15 @@ pub enum ConfigError {
     /// A node name that could not be part of a node id.
     #[error("--node-name {0:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'")]
     NodeName(String),
+    /// Cluster settings that cannot work.
+    #[error("cluster mode: {0}")]
+    Cluster(#[from] SettingsError),
+}
+
+/// Seconds given on the command line as a duration; what is not a finite,
+/// non-negative number becomes zero, which validation refuses.
+fn seconds_f64(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO)
 }
 
 /// Whether `name` can be a node name: it becomes part of node ids, cursors
@@ -220,6 +234,9 @@ impl Config {
         }
         if let Some(name) = self.node_name.as_deref().filter(|name| !is_node_name(name)) {
             return Err(ConfigError::NodeName(name.to_owned()));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         if self.open_api() && !self.allow_insecure_api {
             return Err(ConfigError::InsecureApi(self.http_addr));
@@ -505,6 +522,28 @@ pub struct RunArgs {
     /// node id is the name and 8 hex digits, new at every start.
     #[arg(long, env = "TCPHUB_NODE_NAME")]
     pub node_name: Option<String>,
+    /// Cluster mode: the NATS broker's URLs, comma-separated
+    /// (`nats://a:4222,nats://b:4222`); without it the hub runs alone.
+    #[arg(long, env = "TCPHUB_CLUSTER_NATS_URL")]
+    pub cluster_nats_url: Option<String>,
+    /// Names the buckets and subjects this cluster's nodes share.
+    #[arg(long, env = "TCPHUB_CLUSTER_NAME", default_value = "tcphub")]
+    pub cluster_name: String,
+    /// Replicas of the cluster's key-value buckets (at most the broker's servers).
+    #[arg(long, env = "TCPHUB_CLUSTER_KV_REPLICAS", default_value_t = 1)]
+    pub cluster_kv_replicas: usize,
+    /// Seconds after its last heartbeat a silent node counts as dead.
+    #[arg(long, env = "TCPHUB_CLUSTER_NODE_TTL", default_value_t = 5.0)]
+    pub cluster_node_ttl: f64,
+    /// Seconds between a node's heartbeats (at most half the node ttl).
+    #[arg(long, env = "TCPHUB_CLUSTER_HEARTBEAT", default_value_t = 1.0)]
+    pub cluster_heartbeat: f64,
+    /// Seconds a call to the node holding a name may take (else 503 `node_unreachable`).
+    #[arg(long, env = "TCPHUB_CLUSTER_RPC_TIMEOUT", default_value_t = 2.0)]
+    pub cluster_rpc_timeout: f64,
+    /// Seconds a listing waits for every node (the late ones are named in `missingNodes`).
+    #[arg(long, env = "TCPHUB_CLUSTER_LIST_TIMEOUT", default_value_t = 1.0)]
+    pub cluster_list_timeout: f64,
 }
 
 impl RunArgs {
@@ -549,6 +588,16 @@ impl RunArgs {
             mailbox_capacity: self.mailbox_capacity,
             mailbox_max_bytes: self.mailbox_max_bytes,
             node_name: self.node_name.clone(),
+            cluster: self.cluster_nats_url.as_ref().map(|urls| ClusterSettings {
+                cluster_name: self.cluster_name.clone(),
+                node_name: self.node_name.clone().unwrap_or_else(host_name),
+                nats_urls: urls.clone(),
+                kv_replicas: self.cluster_kv_replicas,
+                node_ttl: seconds_f64(self.cluster_node_ttl),
+                heartbeat: seconds_f64(self.cluster_heartbeat),
+                rpc_timeout: seconds_f64(self.cluster_rpc_timeout),
+                list_timeout: seconds_f64(self.cluster_list_timeout),
+            }),
         }
     }
 }

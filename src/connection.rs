@@ -28,8 +28,8 @@ use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 use tracing::{debug, info};
 
 use crate::codec::{Decoded, FrameDecoder};
-use crate::directory::Directory;
-use crate::groups::{self, GroupChange, GroupsError};
+use crate::directory::{Claiming, Directory};
+use crate::groups::{self, GroupChange, GroupClaim, GroupsError};
 use crate::protocol::{
     ByeReason, ClientFrame, ErrorCode, FrameError, HubFrame, PONG_LINE, validate_name,
 };
@@ -353,39 +353,84 @@ fn on_sync(
             return reply_error(registry, client, &refusal.to_frame_error());
         }
     }
+    let named = Named {
+        name: name.to_owned(),
+        message,
+        claim,
+        change,
+    };
     match directory.claim(client, name) {
-        Ok(()) => {
-            let id = client.id();
-            info!(session = %id, peer = %client.peer(), %name, "client named");
-            debug!(session = %id, message = message.as_ref().map(display), "sync message");
-            if registry.client_auth().is_some() {
-                registry.set_group_claim(client, claim);
-            }
-            let groups = match change.map(|change| registry.change_groups(client, &change)) {
-                None => None,
-                Some(Ok(groups)) => Some(groups),
-                Some(Err(GroupsError::NotFound)) => return,
-                Some(Err(refusal)) => {
-                    return reply_error(registry, client, &refusal.to_frame_error());
+        Claiming::Done(outcome) => named.finish(directory, client, outcome),
+        Claiming::Pending(claiming) => {
+            // The name table is a round trip away: the connection goes on
+            // reading meanwhile, and the `welcome` follows the claim.
+            let (directory, client) = (directory.clone(), Arc::clone(client));
+            tokio::spawn(async move {
+                let outcome = claiming.await;
+                named.finish(&directory, &client, outcome);
+            });
+        }
+    }
+}
+
+/// A `sync` whose name is being claimed, and what to do once it is.
+struct Named {
+    name: String,
+    message: Option<Value>,
+    claim: Option<GroupClaim>,
+    change: Option<GroupChange>,
+}
+
+impl Named {
+    /// Answers the `sync`: `welcome` (with the groups it set) and the name's
+    /// stored messages, or why the name was not taken.
+    fn finish(self, directory: &Directory, client: &Arc<Client>, outcome: Result<(), SyncError>) {
+        let registry = directory.registry();
+        let name = self.name.as_str();
+        match outcome {
+            Ok(()) => {
+                let id = client.id();
+                info!(session = %id, peer = %client.peer(), %name, "client named");
+                debug!(session = %id, message = self.message.as_ref().map(display), "sync message");
+                if registry.client_auth().is_some() {
+                    registry.set_group_claim(client, self.claim);
                 }
-            };
-            let welcome = HubFrame::Welcome {
-                id: &id,
-                client_name: name,
-                groups: groups.as_deref(),
-            };
-            registry.reply(client, &welcome.encode());
-            crate::mailbox::delivery::deliver_stored(registry, client);
+                let groups = match self.change.map(|change| registry.change_groups(client, &change)) {
+                    None => None,
+                    Some(Ok(groups)) => Some(groups),
+                    Some(Err(GroupsError::NotFound)) => return,
+                    Some(Err(refusal)) => {
+                        return reply_error(registry, client, &refusal.to_frame_error());
+                    }
+                };
+                let welcome = HubFrame::Welcome {
+                    id: &id,
+                    client_name: name,
+                    groups: groups.as_deref(),
+                };
+                registry.reply(client, &welcome.encode());
+                crate::mailbox::delivery::deliver_stored(registry, client);
+            }
+            Err(SyncError::NameTaken) => {
+                let detail = format!("the name {name:?} is held by another connection");
+                reply_error(
+                    registry,
+                    client,
+                    &FrameError::new(ErrorCode::NameTaken, detail),
+                );
+            }
+            Err(SyncError::Unavailable) => {
+                let detail = format!(
+                    "the name {name:?} could not be claimed: the cluster's name table is out of reach; retry later"
+                );
+                reply_error(
+                    registry,
+                    client,
+                    &FrameError::new(ErrorCode::RegistryUnavailable, detail),
+                );
+            }
+            Err(SyncError::Closing) => {}
         }
-        Err(SyncError::NameTaken) => {
-            let detail = format!("the name {name:?} is held by another connection");
-            reply_error(
-                registry,
-                client,
-                &FrameError::new(ErrorCode::NameTaken, detail),
-            );
-        }
-        Err(SyncError::Closing) => {}
     }
 }
 

@@ -19,6 +19,8 @@
 //! - [`fd_budget`]: the open-files limit shared between clients and HTTP.
 //! - [`api`]: the HTTP API over the registry, including the event stream;
 //!   [`http_server`]: the connections it is served on, their limits, and its end.
+//! - [`cluster`]: several hubs on one NATS broker acting as one, behind the
+//!   same directory.
 //! - [`webhooks`]: events POSTed in signed batches to configured URLs.
 //! - [`Hub`]: wires them together and runs both listeners until shutdown.
 //! - [`cli`]: the operator subcommands of the binary (tokens, a device client,
@@ -61,6 +63,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use cluster::Membership;
 use directory::{Directory, Node};
 use http_server::HttpServer;
 
@@ -120,8 +123,21 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> io::Result<()> {
         let tls = tls::acceptor(&self.config)?;
-        let node = Node::new(self.config.node_name.as_deref(), http.local_addr()?);
-        let directory = Directory::local(self.registry.clone(), node);
+        let node = Arc::new(Node::new(
+            self.config.node_name.as_deref(),
+            http.local_addr()?,
+        ));
+        let directory = match &self.config.cluster {
+            None => Directory::local(self.registry.clone(), node),
+            Some(settings) => {
+                let membership =
+                    Membership::join(self.registry.clone(), node, settings.clone())
+                        .await
+                        .map_err(io::Error::other)?;
+                Directory::clustered(self.registry.clone(), membership)
+            }
+        };
+        let cluster = directory.cluster().cloned();
         let webhooks = webhooks::start(&self.config, &self.registry)?;
         let tasks = TaskTracker::new();
         let accepting = tokio::spawn(tcp::accept_loop(
@@ -154,6 +170,13 @@ impl Hub {
         info!("shutting down: draining clients");
         tasks.close();
         tasks.wait().await;
+        if let Some(cluster) = cluster {
+            // The names of the clients that left are released, then the node
+            // says goodbye: other nodes stop counting on it at once.
+            cluster
+                .leave(deadline.saturating_duration_since(Instant::now()))
+                .await;
+        }
         // Every client is gone and its last event emitted: followers of the
         // event stream drain it and finish, so the HTTP server can close too.
         self.registry.events().close();

@@ -158,6 +158,20 @@ pub struct Metrics {
     pub mailbox_messages: Gauge,
     /// Bytes of the messages in the mailboxes now.
     pub mailbox_bytes: Gauge,
+    /// In a cluster: 1 while the broker is reachable, else 0.
+    pub cluster_broker_connected: Gauge,
+    /// Calls to other nodes, by outcome.
+    pub cluster_calls: Family<OutcomeLabels, Counter>,
+    /// Call latency in seconds, by outcome.
+    pub cluster_call_latency: Family<OutcomeLabels, Histogram>,
+    /// Calls from other nodes this node refused, by reason.
+    pub cluster_calls_refused: Family<ReasonLabels, Counter>,
+    /// Sweeps of the names of vanished nodes.
+    pub cluster_sweeps: Counter,
+    /// Names released by sweeps.
+    pub cluster_names_swept: Counter,
+    /// Reconciliations with the cluster after the broker was out of reach.
+    pub cluster_reconciliations: Counter,
 }
 
 impl Default for Metrics {
@@ -199,6 +213,15 @@ impl Default for Metrics {
             mailbox_expired: Counter::default(),
             mailbox_messages: Gauge::default(),
             mailbox_bytes: Gauge::default(),
+            cluster_broker_connected: Gauge::default(),
+            cluster_calls: Family::default(),
+            cluster_call_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+            }),
+            cluster_calls_refused: Family::default(),
+            cluster_sweeps: Counter::default(),
+            cluster_names_swept: Counter::default(),
+            cluster_reconciliations: Counter::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -355,6 +378,41 @@ impl Default for Metrics {
             "Bytes of the messages in the mailboxes",
             m.mailbox_bytes.clone(),
         );
+        registry.register(
+            "cluster_broker_connected",
+            "In cluster mode, 1 while the NATS broker is reachable",
+            m.cluster_broker_connected.clone(),
+        );
+        registry.register(
+            "cluster_calls",
+            "Calls to other nodes, by outcome",
+            m.cluster_calls.clone(),
+        );
+        registry.register(
+            "cluster_call_seconds",
+            "Latency of calls to other nodes in seconds, by outcome",
+            m.cluster_call_latency.clone(),
+        );
+        registry.register(
+            "cluster_calls_refused",
+            "Calls from other nodes refused, by reason",
+            m.cluster_calls_refused.clone(),
+        );
+        registry.register(
+            "cluster_sweeps",
+            "Sweeps of the names held by vanished nodes",
+            m.cluster_sweeps.clone(),
+        );
+        registry.register(
+            "cluster_names_swept",
+            "Names of vanished nodes released by sweeps",
+            m.cluster_names_swept.clone(),
+        );
+        registry.register(
+            "cluster_reconciliations",
+            "Reconciliations with the cluster after the broker was out of reach",
+            m.cluster_reconciliations.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -363,6 +421,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a call to another node and its latency.
+    pub fn record_cluster_call(&self, outcome: &'static str, took: std::time::Duration) {
+        let labels = OutcomeLabels { outcome };
+        self.cluster_calls.get_or_create(&labels).inc();
+        self.cluster_call_latency
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();

@@ -197,6 +197,9 @@ pub enum ErrorCode {
     InvalidGroups,
     /// The client's token does not allow a group it asked for.
     ForbiddenGroup,
+    /// In a cluster, the name could not be claimed (the broker is out of
+    /// reach); the connection stays unnamed and may retry.
+    RegistryUnavailable,
 }
 
 /// Why the hub closes a connection, sent in the `bye` frame.

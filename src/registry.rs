@@ -118,6 +118,9 @@ pub enum SyncError {
     /// The connection is being closed.
     #[error("the connection is closing")]
     Closing,
+    /// In a cluster: the name table could not be reached.
+    #[error("the cluster's name table cannot be reached")]
+    Unavailable,
 }
 
 /// Why a message was not sent to a named client.
@@ -184,6 +187,11 @@ impl Registry {
     /// How `sync` tokens are checked, when clients must authenticate.
     pub fn client_auth(&self) -> Option<&ClientAuth> {
         self.inner.client_auth.as_ref()
+    }
+
+    /// What a `sync` for a name another connection holds does.
+    pub fn duplicate_names(&self) -> DuplicateNames {
+        self.inner.duplicate_names
     }
 
     /// The stored messages of names.

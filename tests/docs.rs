@@ -71,11 +71,12 @@ fn every_error_code() -> Vec<String> {
         Unauthorized,
         InvalidGroups,
         ForbiddenGroup,
+        RegistryUnavailable,
     ];
     for code in all {
         match code {
             InvalidJson | InvalidFrame | UnknownType | InvalidName | NameTaken | Unauthorized
-            | InvalidGroups | ForbiddenGroup => {}
+            | InvalidGroups | ForbiddenGroup | RegistryUnavailable => {}
         }
     }
     all.into_iter().map(wire).collect()
@@ -182,6 +183,8 @@ fn every_problem_code() -> Vec<String> {
         NotFound,
         MethodNotAllowed,
         MailboxFull(text()),
+        ClusterUnavailable(text()),
+        NodeUnreachable(text()),
         Internal,
     ];
     for error in &all {
@@ -190,7 +193,8 @@ fn every_problem_code() -> Vec<String> {
             | UnsupportedMediaType | InvalidQuery(_) | InvalidPath(_) | InvalidHeader(_)
             | InvalidGroups(_) | TooManyRecipients(_) | ItemTooLarge(..) | BodyTooLarge(_)
             | AckTimeout(_) | Unauthorized | Draining | TooManyStreams(_) | NotFound
-            | MethodNotAllowed | MailboxFull(_) | Internal => {}
+            | MethodNotAllowed | MailboxFull(_) | ClusterUnavailable(_) | NodeUnreachable(_)
+            | Internal => {}
         }
     }
     all.iter()

@@ -10,7 +10,7 @@ use crate::directory::Reach;
 
 use super::problem::{MessageEnvelope, Problem, SendBody};
 use super::query::{NoParams, Params};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Coverage};
 
 /// What a broadcast or a group send reached.
 #[derive(Debug, Serialize, ToSchema)]
@@ -25,15 +25,20 @@ pub struct BroadcastResult {
     pub queued: usize,
     /// Clients whose queue was full.
     pub dropped: usize,
+    /// In a cluster, the nodes that did not answer in time.
+    #[serde(flatten)]
+    pub coverage: Coverage,
 }
 
 impl From<Reach> for BroadcastResult {
-    fn from(Reach { report }: Reach) -> BroadcastResult {
+    fn from(reach: Reach) -> BroadcastResult {
+        let report = reach.report;
         BroadcastResult {
             id: report.id,
             recipients: report.recipients,
             queued: report.queued,
             dropped: report.dropped,
+            coverage: Coverage::without(reach.missing_nodes),
         }
     }
 }

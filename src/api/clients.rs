@@ -16,7 +16,7 @@ use crate::registry::ListQuery;
 
 use super::problem::{MessageEnvelope, Problem, SendBody};
 use super::query::{NoParams, Params};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Coverage};
 
 /// Largest page `GET /clients` returns.
 const MAX_LIMIT: usize = 10_000;
@@ -37,6 +37,9 @@ pub struct ClientList {
     /// Pass as `after` to get the page that follows; null on the last page.
     #[schema(required = true)]
     pub next: Option<String>,
+    /// In a cluster, the nodes that did not answer in time.
+    #[serde(flatten)]
+    pub coverage: Coverage,
 }
 
 /// Filters and paging for `GET /clients`.
@@ -161,6 +164,7 @@ pub async fn list(
         total: page.total,
         clients: page.clients,
         next: page.next,
+        coverage: Coverage::without(page.missing_nodes),
     }))
 }
 

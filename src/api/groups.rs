@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::directory::ClientView;
-use crate::groups::{self, GroupChange};
+use crate::groups;
 
 use super::broadcast::BroadcastResult;
 use super::clients::path_name;
 use super::problem::{MessageEnvelope, Problem, SendBody};
 use super::query::Params;
-use super::{ApiError, AppState, json_body};
+use super::{ApiError, AppState, Coverage, json_body};
 
 /// Largest page the group endpoints return.
 const MAX_LIMIT: usize = 10_000;
@@ -39,6 +39,9 @@ pub struct GroupList {
     pub total: usize,
     /// This page, by name.
     pub groups: Vec<GroupSummary>,
+    /// In a cluster, the nodes that did not answer in time.
+    #[serde(flatten)]
+    pub coverage: Coverage,
 }
 
 /// A group and a page of its members.
@@ -48,8 +51,11 @@ pub struct GroupView {
     pub name: String,
     /// Live clients in it, on all pages (0 for a group nobody is in).
     pub members: usize,
-    /// This page of them, oldest connection first.
+    /// This page of them: node by node, each node's oldest connection first.
     pub clients: Vec<ClientView>,
+    /// In a cluster, the nodes that did not answer in time.
+    #[serde(flatten)]
+    pub coverage: Coverage,
 }
 
 /// A client's group set: `{"groups": [...]}` and nothing else.
@@ -118,15 +124,20 @@ pub async fn list(
 ) -> Result<Json<GroupList>, ApiError> {
     let limit = page_limit(params.limit)?;
     let prefix = params.prefix.unwrap_or_default();
-    let (total, page) = state
+    let page = state
         .directory
         .groups(&prefix, params.offset.unwrap_or(0), limit)
         .await?;
     let groups = page
+        .groups
         .into_iter()
         .map(|(name, members)| GroupSummary { name, members })
         .collect();
-    Ok(Json(GroupList { total, groups }))
+    Ok(Json(GroupList {
+        total: page.total,
+        groups,
+        coverage: Coverage::without(page.missing_nodes),
+    }))
 }
 
 /// One group and its members, oldest first. A group nobody is in has 0 members.
@@ -149,14 +160,15 @@ pub async fn get_one(
 ) -> Result<Json<GroupView>, ApiError> {
     let name = path_name(group)?;
     let limit = page_limit(params.limit)?;
-    let (members, clients) = state
+    let page = state
         .directory
         .group_members(&name, params.offset.unwrap_or(0), limit)
         .await?;
     Ok(Json(GroupView {
         name,
-        members,
-        clients,
+        members: page.total,
+        clients: page.clients,
+        coverage: Coverage::without(page.missing_nodes),
     }))
 }
 
@@ -225,11 +237,7 @@ pub async fn set_for_client(
     let GroupSet { groups } = serde_json::from_slice(&body).map_err(|err| {
         ApiError::InvalidBody(format!("expected {{\"groups\": [<name>, ...]}}: {err}"))
     })?;
-    let change = groups::parse_names(&groups)
-        .map(GroupChange::Replace)
-        .map_err(|err| ApiError::InvalidGroups(err.to_string()))?;
-    let groups = state.directory.set_groups_of(&name, &change).await?;
-    Ok(Json(GroupSet {
-        groups: groups.iter().map(|g| g.to_string()).collect(),
-    }))
+    let groups = groups::parse_names(&groups).map_err(|err| ApiError::InvalidGroups(err.to_string()))?;
+    let groups = state.directory.set_groups_of(&name, groups).await?;
+    Ok(Json(GroupSet { groups }))
 }

@@ -7,6 +7,7 @@
 pub mod broadcast;
 pub mod bulk;
 pub mod clients;
+mod coverage;
 pub mod dashboard;
 mod doc;
 pub mod events;
@@ -32,6 +33,7 @@ use crate::directory::Directory;
 use crate::registry::Registry;
 use doc::{Constants, DefaultProblem, EventUnion, Webhook};
 
+pub use coverage::Coverage;
 pub use problem::{ApiError, Problem};
 
 /// What every handler can reach.

@@ -80,6 +80,10 @@ pub enum ProblemCode {
     MethodNotAllowed,
     /// 503: a mailbox limit (or the disk) is full; nothing was stored.
     MailboxFull,
+    /// 503: the cluster's broker cannot be reached and the answer needs it.
+    ClusterUnavailable,
+    /// 503: the node holding the name did not answer in time.
+    NodeUnreachable,
     /// 500: a fault inside the hub.
     Internal,
 }
@@ -105,6 +109,8 @@ impl ProblemCode {
             ProblemCode::NotFound => "not_found",
             ProblemCode::MethodNotAllowed => "method_not_allowed",
             ProblemCode::MailboxFull => "mailbox_full",
+            ProblemCode::ClusterUnavailable => "cluster_unavailable",
+            ProblemCode::NodeUnreachable => "node_unreachable",
             ProblemCode::Internal => "internal",
         }
     }
@@ -170,6 +176,12 @@ pub enum ApiError {
     /// A mailbox limit or the disk is full; nothing was stored.
     #[error("{0}")]
     MailboxFull(String),
+    /// The cluster's broker cannot be reached and the answer needs it.
+    #[error("{0}")]
+    ClusterUnavailable(String),
+    /// The node holding the name did not answer in time.
+    #[error("{0}")]
+    NodeUnreachable(String),
     /// A fault inside the hub; logged where it happens, never detailed to callers.
     #[error("internal error")]
     Internal,
@@ -188,6 +200,16 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 ProblemCode::MailboxFull,
                 "Mailbox full",
+            ),
+            ApiError::NodeUnreachable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProblemCode::NodeUnreachable,
+                "Node unreachable",
+            ),
+            ApiError::ClusterUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProblemCode::ClusterUnavailable,
+                "Cluster unavailable",
             ),
             ApiError::ClientBacklogged(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -300,6 +322,8 @@ impl From<Failure> for ApiError {
             Failure::AckTimeout(detail) => ApiError::AckTimeout(detail),
             Failure::MailboxFull(detail) => ApiError::MailboxFull(detail),
             Failure::InvalidGroups(detail) => ApiError::InvalidGroups(detail),
+            Failure::ClusterUnavailable => ApiError::ClusterUnavailable(failure.to_string()),
+            Failure::NodeUnreachable(_) => ApiError::NodeUnreachable(failure.to_string()),
             Failure::Internal => ApiError::Internal,
         }
     }

@@ -83,14 +83,19 @@ impl Bucket {
     /// Creating a bucket that exists changes nothing, so a failure with
     /// another cause costs one extra round trip and reports that cause, as
     /// does a failure to create the bucket (the broker is gone).
-    pub(crate) async fn retrying<T, E>(
+    pub(crate) async fn retrying<T, E, Fut>(
         &self,
-        op: impl AsyncFn(&Store) -> Result<T, E>,
+        op: impl Fn(Store) -> Fut,
         vanished: impl Fn(&E) -> bool,
-    ) -> Result<T, E> {
-        match op(&self.store).await {
+    ) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        // The operation gets its own handle (a clone is a few reference
+        // counts), so its future borrows nothing and can be sent anywhere.
+        match op(self.store.clone()).await {
             Err(err) if vanished(&err) => match create(&self.js, &self.config).await {
-                Ok(_) => op(&self.store).await,
+                Ok(_) => op(self.store.clone()).await,
                 Err(_) => Err(err),
             },
             done => done,
@@ -100,7 +105,7 @@ impl Bucket {
     /// Every key that holds a value (not a delete marker), in one pass.
     pub(crate) async fn keys(&self) -> Result<Vec<String>, KvError> {
         self.retrying(
-            async |store| {
+            |store| async move {
                 let keys = store.keys().await.map_err(|err| err.to_string())?;
                 keys.map_err(|err| err.to_string()).try_collect().await
             },

@@ -114,7 +114,10 @@ impl Names {
             let created = self
                 .bucket
                 .retrying(
-                    async |store| store.create(&key, value.clone()).await,
+                    |store| {
+                        let (key, value) = (key.clone(), value.clone());
+                        async move { store.create(&key, value).await }
+                    },
                     |err| err.kind() == CreateErrorKind::Other,
                 )
                 .await;
@@ -150,7 +153,10 @@ impl Names {
         let updated = self
             .bucket
             .retrying(
-                async |store| store.update(&key, value.clone(), expected_revision).await,
+                |store| {
+                    let (key, value) = (key.clone(), value.clone());
+                    async move { store.update(&key, value, expected_revision).await }
+                },
                 |err| err.kind() == UpdateErrorKind::Other,
             )
             .await;
@@ -174,10 +180,13 @@ impl Names {
         let deleted = self
             .bucket
             .retrying(
-                async |store| {
-                    store
-                        .delete_expect_revision(&key, Some(expected_revision))
-                        .await
+                |store| {
+                    let key = key.clone();
+                    async move {
+                        store
+                            .delete_expect_revision(&key, Some(expected_revision))
+                            .await
+                    }
                 },
                 |err| err.kind() == UpdateErrorKind::Other,
             )
@@ -201,8 +210,8 @@ impl Names {
     pub async fn entries(&self) -> Result<Vec<NameEntry>, KvError> {
         let keys = self.bucket.keys().await?;
         let read = futures_util::stream::iter(keys)
-            .filter_map(async |key| decode_key(&key).map(|name| (name, key)))
-            .map(async |(name, key)| (name, self.get_key(&key).await))
+            .filter_map(|key| std::future::ready(decode_key(&key).map(|name| (name, key))))
+            .map(|(name, key)| async move { (name, self.get_key(&key).await) })
             .buffered(ENTRY_READS_IN_FLIGHT)
             .collect::<Vec<_>>()
             .await;
@@ -233,7 +242,10 @@ impl Names {
         let entry = self
             .bucket
             .retrying(
-                async |store| store.entry(key).await,
+                |store| {
+                    let key = key.to_owned();
+                    async move { store.entry(&key).await }
+                },
                 // 2.10 lets a read of a vanished bucket time out rather than fail.
                 |err| err.kind() != EntryErrorKind::InvalidKey,
             )

@@ -66,7 +66,10 @@ impl Nodes {
             .map_err(|err| self.bucket.error(err))?;
         self.bucket
             .retrying(
-                async |store| store.put(&record.id, value.clone()).await,
+                |store| {
+                    let (key, value) = (record.id.clone(), value.clone());
+                    async move { store.put(&key, value).await }
+                },
                 |err| err.kind() == PutErrorKind::Ack,
             )
             .await
@@ -78,7 +81,10 @@ impl Nodes {
     pub async fn remove(&self, id: &str) -> Result<(), KvError> {
         self.bucket
             .retrying(
-                async |store| store.delete(id).await,
+                |store| {
+                    let id = id.to_owned();
+                    async move { store.delete(&id).await }
+                },
                 |err| err.kind() == UpdateErrorKind::Other,
             )
             .await
@@ -90,10 +96,13 @@ impl Nodes {
     pub async fn live(&self) -> Result<Vec<NodeRecord>, KvError> {
         let keys = self.bucket.keys().await?;
         let read = futures_util::stream::iter(keys)
-            .map(async |key| {
+            .map(|key| async move {
                 self.bucket
                     .retrying(
-                        async |store| store.entry(key.as_str()).await,
+                        |store| {
+                            let key = key.clone();
+                            async move { store.entry(&key).await }
+                        },
                         // 2.10 lets a read of a vanished bucket time out rather than fail.
                         |err| err.kind() != EntryErrorKind::InvalidKey,
                     )

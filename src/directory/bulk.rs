@@ -9,6 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{Failure, blocking};
+use crate::cluster::Membership;
 use crate::mailbox::StoreError;
 use crate::mailbox::delivery::{self, Keep};
 use crate::metrics::StatusLabels;
@@ -63,32 +64,43 @@ pub struct Recipient {
     pub status: BulkStatus,
 }
 
+/// An item's message id, and per recipient what became of it (with the id
+/// another node gave it, when another node delivered it).
+type ItemDeliveries = (String, Vec<(Option<String>, Delivery)>);
+
 /// Sends every item, in order; one [`Recipient`] per recipient, in request order.
 ///
 /// Live deliveries come first, all of them, on the blocking pool; then the
 /// copies to store are written together, so that they share disk commits.
 pub(super) async fn send(
     registry: &Registry,
+    cluster: Option<&Membership>,
     items: Vec<BulkItem>,
 ) -> Result<Vec<Recipient>, Failure> {
-    let live = {
+    let mut live = {
         let registry = registry.clone();
         let items = items.clone();
         blocking("bulk send", move || {
             items
                 .iter()
-                .map(|item| registry.send_each(&item.to, &item.message))
-                .collect::<Vec<_>>()
+                .map(|item| {
+                    let (id, deliveries) = registry.send_each(&item.to, &item.message);
+                    (id, deliveries.into_iter().map(|d| (None, d)).collect())
+                })
+                .collect::<Vec<ItemDeliveries>>()
         })
         .await?
     };
+    if let Some(cluster) = cluster {
+        deliver_on_other_nodes(cluster, &items, &mut live).await?;
+    }
     // One stored copy per absent name of an item, however often it is named.
     let mut to_store: Vec<(usize, &str)> = Vec::new();
     for (index, (item, (_, deliveries))) in items.iter().zip(&live).enumerate() {
         if item.keep.is_none() {
             continue;
         }
-        for (name, delivery) in item.to.iter().zip(deliveries) {
+        for (name, (_, delivery)) in item.to.iter().zip(deliveries) {
             if *delivery == Delivery::NotFound && !to_store.contains(&(index, name.as_str())) {
                 to_store.push((index, name));
             }
@@ -110,7 +122,8 @@ pub(super) async fn send(
 
     let mut recipients = Vec::new();
     for (index, (item, (id, deliveries))) in items.iter().zip(live).enumerate() {
-        for (name, delivery) in item.to.iter().zip(deliveries) {
+        for (name, (remote_id, delivery)) in item.to.iter().zip(deliveries) {
+            let id = remote_id.as_ref().unwrap_or(&id);
             recipients.push(match (delivery, stored.get(&(index, name.as_str()))) {
                 (Delivery::NotFound, Some(Ok(sent))) => Recipient {
                     id: sent.id.clone(),
@@ -136,6 +149,38 @@ pub(super) async fn send(
     }
     count(registry, &recipients);
     Ok(recipients)
+}
+
+/// Hands the recipients no client of this node holds to the nodes that hold
+/// them; each answer takes its recipient's place, with that node's message id.
+async fn deliver_on_other_nodes(
+    cluster: &Membership,
+    items: &[BulkItem],
+    live: &mut [ItemDeliveries],
+) -> Result<(), Failure> {
+    let pending: Vec<Vec<usize>> = live
+        .iter()
+        .map(|(_, deliveries)| {
+            deliveries
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, delivery))| *delivery == Delivery::NotFound)
+                .map(|(position, _)| position)
+                .collect()
+        })
+        .collect();
+    if pending.iter().all(Vec::is_empty) {
+        return Ok(());
+    }
+    let sendable: Vec<(Vec<String>, Value)> = items
+        .iter()
+        .map(|item| (item.to.clone(), item.message.clone()))
+        .collect();
+    let delivered = cluster.bulk_remote(&sendable, &pending).await?;
+    for ((item, position), (id, delivery)) in delivered {
+        live[item].1[position] = (Some(id), delivery);
+    }
+    Ok(())
 }
 
 /// Counts recipients by status in `tcphub_bulk_recipients_total`.

@@ -6,8 +6,10 @@
 //! plain record ([`ClientView`], [`Reach`], ...) or a [`Failure`], which the
 //! API maps to an HTTP status in one place. On a single node every verb ends
 //! in this process's [`Registry`] at once: nothing is added to the hot path.
-//! Socket writes of many deliveries run on the blocking pool, off the async
-//! workers that serve connections and requests.
+//! In a cluster ([`Membership`]) a name with a live client on this node is
+//! still served here without the broker; anything else asks the node that
+//! holds the name, or every node. Socket writes of many deliveries run on the
+//! blocking pool, off the async workers that serve connections and requests.
 
 mod bulk;
 mod cursor;
@@ -16,22 +18,27 @@ mod view;
 
 pub use bulk::{BulkItem, BulkStatus, Recipient};
 pub use cursor::{BadCursor, Cursor};
+pub(crate) use node::host_name;
 pub use node::{Node, NodeView};
 pub use view::ClientView;
 
+use std::collections::BTreeSet;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::acks::AckWait;
+use crate::cluster::Membership;
 use crate::groups::{GroupChange, GroupsError};
 use crate::mailbox::StoreError;
 use crate::mailbox::delivery::{self, Keep, StoreFailure};
 use crate::metrics::OutcomeLabels;
 use crate::protocol::ByeReason;
-use crate::registry::{
-    BroadcastReport, Client, ListQuery, Listing, Registry, SendError, SyncError,
-};
+use crate::registry::{Client, ListQuery, Listing, Registry, SendError, SyncError};
+
+pub use crate::registry::BroadcastReport;
 
 /// Why a verb did not do what was asked. Each maps to one HTTP problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +58,12 @@ pub enum Failure {
     /// Group names that break the rules, or too many.
     #[error("{0}")]
     InvalidGroups(String),
+    /// The broker cannot be reached and the answer needs it.
+    #[error("the cluster's broker cannot be reached: only this node's own clients can be served")]
+    ClusterUnavailable,
+    /// The node holding the name did not answer in time.
+    #[error("node {0} did not answer in time: the message may or may not have been queued")]
+    NodeUnreachable(String),
     /// A fault inside the hub (logged where it happened).
     #[error("internal error")]
     Internal,
@@ -59,8 +72,10 @@ pub enum Failure {
 /// What a broadcast or a group send reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reach {
-    /// The message id and the counts.
+    /// The message id and the counts (of the nodes that answered).
     pub report: BroadcastReport,
+    /// Nodes that did not answer in time: the counts leave them out.
+    pub missing_nodes: Vec<String>,
 }
 
 /// A page of clients and how many match in all.
@@ -68,10 +83,23 @@ pub struct Reach {
 pub struct ClientPage {
     /// Clients matching the filters, on all pages.
     pub total: usize,
-    /// This page, oldest connection first.
+    /// This page.
     pub clients: Vec<ClientView>,
     /// The cursor of the next page (`after`), when there are more.
     pub next: Option<String>,
+    /// Nodes that did not answer in time: their clients are not counted.
+    pub missing_nodes: Vec<String>,
+}
+
+/// A page of groups, how many there are, and the nodes that did not answer.
+#[derive(Debug)]
+pub struct GroupPage {
+    /// Groups matching, on all pages.
+    pub total: usize,
+    /// This page: each group's name and member count.
+    pub groups: Vec<(String, usize)>,
+    /// Nodes that did not answer in time.
+    pub missing_nodes: Vec<String>,
 }
 
 /// A message pushed to one client, or stored for its name.
@@ -85,19 +113,39 @@ pub struct Sent {
     pub stored: Option<bool>,
 }
 
+/// A `sync`'s claim of its name: decided at once on a single node, after a
+/// round trip to the name table in a cluster.
+pub enum Claiming {
+    /// Decided.
+    Done(Result<(), SyncError>),
+    /// To be awaited, off the connection task.
+    Pending(Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send>>),
+}
+
 /// The way to every client of the hub.
 #[derive(Debug, Clone)]
 pub struct Directory {
     registry: Registry,
     node: Arc<Node>,
+    cluster: Option<Arc<Membership>>,
 }
 
 impl Directory {
     /// A directory of the clients of this process alone.
-    pub fn local(registry: Registry, node: Node) -> Directory {
+    pub fn local(registry: Registry, node: Arc<Node>) -> Directory {
         Directory {
             registry,
-            node: Arc::new(node),
+            node,
+            cluster: None,
+        }
+    }
+
+    /// A directory of every client of the cluster `membership` belongs to.
+    pub fn clustered(registry: Registry, membership: Arc<Membership>) -> Directory {
+        Directory {
+            registry,
+            node: Arc::clone(membership.node()),
+            cluster: Some(membership),
         }
     }
 
@@ -111,22 +159,37 @@ impl Directory {
         &self.node
     }
 
+    /// This node's part in a cluster, if it is in one.
+    pub fn cluster(&self) -> Option<&Arc<Membership>> {
+        self.cluster.as_ref()
+    }
+
     /// Registers `name` for `client`, or renames it.
-    pub fn claim(&self, client: &Arc<Client>, name: &str) -> Result<(), SyncError> {
-        self.registry.sync(client, name)
+    pub fn claim(&self, client: &Arc<Client>, name: &str) -> Claiming {
+        match &self.cluster {
+            None => Claiming::Done(self.registry.sync(client, name)),
+            Some(cluster) => Claiming::Pending(Box::pin(
+                Arc::clone(cluster).claim(Arc::clone(client), name.to_owned()),
+            )),
+        }
+    }
+
+    /// The live client named `name`, if it is connected to this node.
+    fn live_here(&self, name: &str) -> Option<Arc<Client>> {
+        self.registry.get(name)
     }
 
     /// The live client named `name`.
     pub async fn get(&self, name: &str) -> Result<ClientView, Failure> {
-        let client = self
-            .registry
-            .get(name)
-            .ok_or_else(|| Failure::NotFound(name.to_owned()))?;
-        Ok(ClientView::named(
-            &client,
-            Some(Arc::from(name)),
-            &self.node.id,
-        ))
+        match (self.live_here(name), &self.cluster) {
+            (Some(client), _) => Ok(ClientView::named(
+                &client,
+                Some(Arc::from(name)),
+                &self.node.id,
+            )),
+            (None, Some(cluster)) => cluster.remote_client(name).await,
+            (None, None) => Err(Failure::NotFound(name.to_owned())),
+        }
     }
 
     /// Live clients matching `query`, after `after`: node by node, each
@@ -136,6 +199,15 @@ impl Directory {
         query: &ListQuery,
         after: Option<&Cursor>,
     ) -> Result<ClientPage, Failure> {
+        if let Some(cluster) = &self.cluster {
+            let page = cluster.list_all(query, after).await?;
+            return Ok(ClientPage {
+                total: page.total,
+                clients: page.clients,
+                next: page.next.map(|cursor| cursor.to_string()),
+                missing_nodes: page.missing,
+            });
+        }
         let listing = local_page(&self.registry, &self.node.id, query, after);
         let next = listing.page.last().filter(|_| listing.more).map(|last| {
             Cursor {
@@ -153,20 +225,28 @@ impl Directory {
             total: listing.total,
             clients,
             next,
+            missing_nodes: Vec::new(),
         })
     }
 
     /// The live nodes: on a single node, itself.
     pub async fn nodes(&self) -> Result<Vec<NodeView>, Failure> {
-        Ok(vec![NodeView::of(&self.node, self.registry.len())])
+        match &self.cluster {
+            Some(cluster) => Ok(cluster.nodes_all().await),
+            None => Ok(vec![NodeView::of(&self.node, self.registry.len())]),
+        }
     }
 
     /// Pushes `message` to the client named `name`.
     pub async fn send(&self, name: &str, message: &Value) -> Result<Sent, Failure> {
-        let id = self
-            .registry
-            .send_to(name, message)
-            .map_err(|err| send_failure(err, name))?;
+        let id = match (self.live_here(name), &self.cluster) {
+            (Some(client), _) => self
+                .registry
+                .send_to_client(&client, message)
+                .map_err(|err| send_failure(err, name))?,
+            (None, Some(cluster)) => cluster.remote_send(name, message).await?,
+            (None, None) => return Err(Failure::NotFound(name.to_owned())),
+        };
         Ok(Sent {
             id,
             queued: 1,
@@ -182,46 +262,52 @@ impl Directory {
         message: &Value,
         patience: Duration,
     ) -> Result<String, Failure> {
-        let mut wait = self
-            .registry
-            .send_awaiting_ack(name, message)
-            .map_err(|err| send_failure(err, name))?;
-        let id = wait.id().to_owned();
-        let (outcome, failure) = match tokio::time::timeout(patience, wait.acked()).await {
-            Ok(Ok(())) => ("acked", None),
-            Ok(Err(_gone)) => (
-                "disconnected",
-                Some(format!(
-                    "{name:?} disconnected before acknowledging message {id}"
-                )),
-            ),
-            Err(_elapsed) => (
-                "timeout",
-                Some(format!(
-                    "{name:?} did not acknowledge message {id} within {} ms",
-                    patience.as_millis()
-                )),
-            ),
+        let client = match (self.live_here(name), &self.cluster) {
+            (Some(client), _) => client,
+            (None, Some(cluster)) => {
+                return cluster
+                    .remote_send_awaiting_ack(name, message, patience)
+                    .await;
+            }
+            (None, None) => return Err(Failure::NotFound(name.to_owned())),
         };
-        self.registry
-            .metrics()
-            .ack_waits
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
-        match failure {
-            None => Ok(id),
-            Some(detail) => Err(Failure::AckTimeout(detail)),
-        }
+        let wait = self
+            .registry
+            .send_awaiting_ack_from(&client, message)
+            .map_err(|err| send_failure(err, name))?;
+        wait_for_ack(&self.registry, name, wait, patience)
+            .await
+            .map_err(Failure::AckTimeout)
     }
 
     /// Pushes `message` to the live client named `name`, or stores it for the
     /// name as `keep` says; answers once a stored message is durable.
+    ///
+    /// In a cluster a live client on another node gets it from there, and a
+    /// message for a name with no live client is stored on this node.
     pub async fn send_or_store(
         &self,
         name: &str,
         message: &Value,
         keep: Keep,
     ) -> Result<Sent, Failure> {
+        let remote = self
+            .cluster
+            .as_ref()
+            .filter(|_| !keep.until_ack && self.live_here(name).is_none());
+        if let Some(cluster) = remote {
+            match cluster.remote_send(name, message).await {
+                Ok(id) => {
+                    return Ok(Sent {
+                        id,
+                        queued: 1,
+                        stored: Some(false),
+                    });
+                }
+                Err(Failure::NotFound(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
         let sent = delivery::send_or_store(&self.registry, name, message, keep)
             .await
             .map_err(|err| store_failure(err, name))?;
@@ -234,19 +320,39 @@ impl Directory {
 
     /// Pushes `message` to every live client.
     pub async fn broadcast(&self, message: Value) -> Result<Reach, Failure> {
+        if let Some(cluster) = &self.cluster {
+            let (report, missing_nodes) = cluster.fan_out_all(None, message).await?;
+            return Ok(Reach {
+                report,
+                missing_nodes,
+            });
+        }
         let registry = self.registry.clone();
         let report = blocking("broadcast", move || registry.broadcast(&message)).await?;
-        Ok(Reach { report })
+        Ok(Reach {
+            report,
+            missing_nodes: Vec::new(),
+        })
     }
 
     /// Pushes `message` to every member of `group`.
     pub async fn send_to_group(&self, group: String, message: Value) -> Result<Reach, Failure> {
+        if let Some(cluster) = &self.cluster {
+            let (report, missing_nodes) = cluster.fan_out_all(Some(group), message).await?;
+            return Ok(Reach {
+                report,
+                missing_nodes,
+            });
+        }
         let registry = self.registry.clone();
         let report = blocking("group send", move || {
             registry.send_to_group(&group, &message)
         })
         .await?;
-        Ok(Reach { report })
+        Ok(Reach {
+            report,
+            missing_nodes: Vec::new(),
+        })
     }
 
     /// Groups with members whose name starts with `prefix`, by name, and how
@@ -256,61 +362,134 @@ impl Directory {
         prefix: &str,
         offset: usize,
         limit: usize,
-    ) -> Result<(usize, Vec<(String, usize)>), Failure> {
+    ) -> Result<GroupPage, Failure> {
+        if let Some(cluster) = &self.cluster {
+            let (total, groups, missing_nodes) = cluster.groups_all(prefix, offset, limit).await?;
+            return Ok(GroupPage {
+                total,
+                groups,
+                missing_nodes,
+            });
+        }
         let (total, page) = self.registry.group_page(prefix, offset, limit);
-        let page = page
+        let groups = page
             .into_iter()
             .map(|(name, members)| (name.to_string(), members))
             .collect();
-        Ok((total, page))
+        Ok(GroupPage {
+            total,
+            groups,
+            missing_nodes: Vec::new(),
+        })
     }
 
-    /// A page of `group`'s members, oldest first, and how many it has.
+    /// A page of `group`'s members (node by node, each node's oldest first)
+    /// and how many it has.
     pub async fn group_members(
         &self,
         group: &str,
         offset: usize,
         limit: usize,
-    ) -> Result<(usize, Vec<ClientView>), Failure> {
-        let (members, page) = self.registry.group_members(group, offset, limit);
+    ) -> Result<ClientPage, Failure> {
+        if let Some(cluster) = &self.cluster {
+            let page = cluster.group_members_all(group, offset, limit).await?;
+            return Ok(ClientPage {
+                total: page.total,
+                clients: page.clients,
+                next: None,
+                missing_nodes: page.missing,
+            });
+        }
+        let (total, page) = self.registry.group_members(group, offset, limit);
         let clients = page
             .iter()
             .map(|listed| ClientView::listed(listed, &self.node.id))
             .collect();
-        Ok((members, clients))
+        Ok(ClientPage {
+            total,
+            clients,
+            next: None,
+            missing_nodes: Vec::new(),
+        })
     }
 
     /// Replaces the group set of the client named `name`; returns the new set.
     pub async fn set_groups_of(
         &self,
         name: &str,
-        change: &GroupChange,
-    ) -> Result<Vec<Arc<str>>, Failure> {
-        self.registry
-            .set_groups_of(name, change)
-            .map_err(|err| match err {
-                GroupsError::NotFound => Failure::NotFound(name.to_owned()),
-                GroupsError::Invalid(detail) | GroupsError::Forbidden(detail) => {
-                    Failure::InvalidGroups(detail)
-                }
-            })
+        groups: BTreeSet<Arc<str>>,
+    ) -> Result<Vec<String>, Failure> {
+        let (Some(cluster), None) = (&self.cluster, self.live_here(name)) else {
+            let groups = self
+                .registry
+                .set_groups_of(name, &GroupChange::Replace(groups))
+                .map_err(|err| match err {
+                    GroupsError::NotFound => Failure::NotFound(name.to_owned()),
+                    GroupsError::Invalid(detail) | GroupsError::Forbidden(detail) => {
+                        Failure::InvalidGroups(detail)
+                    }
+                })?;
+            return Ok(groups.iter().map(|g| g.to_string()).collect());
+        };
+        let groups = groups.iter().map(|g| g.to_string()).collect();
+        cluster.remote_set_groups(name, groups).await
     }
 
     /// Sends each item to its recipients; one outcome per recipient, in order.
     pub async fn send_bulk(&self, items: Vec<BulkItem>) -> Result<Vec<Recipient>, Failure> {
-        bulk::send(&self.registry, items).await
+        bulk::send(&self.registry, self.cluster.as_deref(), items).await
     }
 
     /// Disconnects the client named `name` with `bye` `kicked`.
     pub async fn kick(&self, name: &str) -> Result<(), Failure> {
-        self.registry
-            .kick(name, ByeReason::Kicked)
-            .map_err(|err| send_failure(err, name))
+        match (self.live_here(name), &self.cluster) {
+            (None, Some(cluster)) => cluster.remote_kick(name).await,
+            _ => self
+                .registry
+                .kick(name, ByeReason::Kicked)
+                .map_err(|err| send_failure(err, name)),
+        }
+    }
+}
+
+/// Waits up to `patience` for the client's ack of the message `wait` is for,
+/// and counts the outcome; the message id, or what happened instead.
+pub(crate) async fn wait_for_ack(
+    registry: &Registry,
+    name: &str,
+    mut wait: AckWait,
+    patience: Duration,
+) -> Result<String, String> {
+    let id = wait.id().to_owned();
+    let (outcome, failure) = match tokio::time::timeout(patience, wait.acked()).await {
+        Ok(Ok(())) => ("acked", None),
+        Ok(Err(_gone)) => (
+            "disconnected",
+            Some(format!(
+                "{name:?} disconnected before acknowledging message {id}"
+            )),
+        ),
+        Err(_elapsed) => (
+            "timeout",
+            Some(format!(
+                "{name:?} did not acknowledge message {id} within {} ms",
+                patience.as_millis()
+            )),
+        ),
+    };
+    registry
+        .metrics()
+        .ack_waits
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
+    match failure {
+        None => Ok(id),
+        Some(detail) => Err(detail),
     }
 }
 
 /// This node's part of a page: its clients matching `query` that come after `after`.
-fn local_page(
+pub(crate) fn local_page(
     registry: &Registry,
     node: &str,
     query: &ListQuery,

@@ -1,13 +1,13 @@
 //! Who this hub is: its node id, name, HTTP address and start time, as
 //! `GET /nodes` and each client's `node` report them.
 
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::cluster::nodes::new_node_id;
 use crate::config::is_node_name;
 use crate::time_format::rfc3339;
 
@@ -30,7 +30,7 @@ impl Node {
     pub fn new(name: Option<&str>, http_addr: SocketAddr) -> Node {
         let name = name.map_or_else(host_name, str::to_owned);
         Node {
-            id: format!("{name}-{:08x}", random_u32()),
+            id: new_node_id(&name),
             name,
             http_addr,
             started_at: SystemTime::now(),
@@ -74,7 +74,7 @@ impl NodeView {
 
 /// The machine's host name made a valid node name (`web-1.example.com`
 /// becomes `web-1-example-com`), or `tcphub` when it has none readable.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_default();
@@ -95,16 +95,4 @@ fn host_name() -> String {
     } else {
         "tcphub".to_owned()
     }
-}
-
-/// 32 bits that differ between runs: the standard library seeds every
-/// `RandomState` from the operating system's randomness.
-fn random_u32() -> u32 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos()),
-    );
-    hasher.finish() as u32
 }

@@ -11,7 +11,7 @@ use crate::registry::{Client, Listed};
 use crate::time_format::rfc3339;
 
 /// A live TCP client.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({
     "id": "c7", "name": "Client-1", "peer": "127.0.0.1:50312",

@@ -1,0 +1,277 @@
+//! Answering other nodes: each call ends in this node's registry, exactly as
+//! the same request on this node's own API would, so delivery rules, events
+//! and metrics stay in one place.
+//!
+//! A call to one name acts only if the session it names still holds the name
+//! (else `not_found`, and the caller reads the name table again). Calls to
+//! every node (listings, broadcasts, group sends) arrive here too when this
+//! node asks them: one code path for the asker and the others.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tracing::debug;
+
+use super::calls::{AllAnswer, AllCall, NodeAnswer, NodeCall};
+use super::membership::Membership;
+use super::rpc::{Incoming, RpcError, Server};
+use crate::directory::ClientView;
+use crate::groups::{self, GroupChange, GroupsError};
+use crate::metrics::OutcomeLabels;
+use crate::protocol::ByeReason;
+use crate::registry::{ListQuery, Registry, SendError};
+
+/// The verb of the subject every node answers (`all.call`).
+pub(super) const ALL: &str = "call";
+
+/// Subscribes this node's subjects and answers them until it leaves.
+pub(super) async fn start(membership: &Arc<Membership>) -> Result<(), RpcError> {
+    let node_calls: Server<NodeCall> = membership.rpc.serve_node().await?;
+    let all_calls: Server<AllCall> = membership.rpc.serve_all(ALL).await?;
+    tokio::spawn(serve(Arc::clone(membership), node_calls, answer_node_call));
+    tokio::spawn(serve(Arc::clone(membership), all_calls, answer_all_call));
+    Ok(())
+}
+
+/// Answers each request of `server` in a task of its own: an ack wait must
+/// not hold up the calls behind it.
+async fn serve<Req, Resp, Fut>(
+    membership: Arc<Membership>,
+    mut server: Server<Req>,
+    answer: fn(Arc<Membership>, Req) -> Fut,
+) where
+    Req: serde::de::DeserializeOwned + Send + 'static,
+    Resp: serde::Serialize + Send + Sync + 'static,
+    Fut: Future<Output = Resp> + Send + 'static,
+{
+    loop {
+        let incoming: Incoming<Req> = tokio::select! {
+            () = membership.stop.cancelled() => return,
+            next = server.next() => match next {
+                Some(incoming) => incoming,
+                None => return,
+            },
+        };
+        let membership = Arc::clone(&membership);
+        tokio::spawn(async move {
+            let response = answer(membership, incoming.request).await;
+            if incoming.reply.deadline() < SystemTime::now() {
+                // The asker stopped waiting; what was done stays done.
+                return;
+            }
+            if let Err(err) = incoming.reply.send(&response).await {
+                debug!(%err, "answer not sent");
+            }
+        });
+    }
+}
+
+async fn answer_node_call(membership: Arc<Membership>, call: NodeCall) -> NodeAnswer {
+    let registry = &membership.registry;
+    let node = &membership.node.id;
+    match call {
+        NodeCall::Ping => NodeAnswer::Done,
+        NodeCall::Get { name, session } => match registry.holder(&name, session) {
+            Some(client) => NodeAnswer::Client(ClientView::named(&client, Some(name.into()), node)),
+            None => NodeAnswer::NotFound,
+        },
+        NodeCall::Send {
+            name,
+            session,
+            message,
+        } => match registry.holder(&name, session) {
+            Some(client) => sent(registry.send_to_client(&client, &message)),
+            None => NodeAnswer::NotFound,
+        },
+        NodeCall::SendAwaitingAck {
+            name,
+            session,
+            message,
+            patience_ms,
+        } => {
+            let Some(client) = registry.holder(&name, session) else {
+                return NodeAnswer::NotFound;
+            };
+            let patience = Duration::from_millis(patience_ms);
+            await_ack(registry, &name, &client, &message, patience).await
+        }
+        NodeCall::Kick { name, session } => {
+            match registry.kick_holder(&name, Some(session), ByeReason::Kicked) {
+                Ok(()) => NodeAnswer::Done,
+                Err(_) => NodeAnswer::NotFound,
+            }
+        }
+        NodeCall::Replaced { name, session } => {
+            let _ = registry.kick_holder(&name, Some(session), ByeReason::Replaced);
+            NodeAnswer::Done
+        }
+        NodeCall::SetGroups {
+            name,
+            session,
+            groups,
+        } => {
+            let Some(client) = registry.holder(&name, session) else {
+                return NodeAnswer::NotFound;
+            };
+            let changed = groups::parse_names(&groups)
+                .and_then(|set| registry.set_groups_for(&client, &GroupChange::Replace(set)));
+            match changed {
+                Ok(groups) => NodeAnswer::Groups {
+                    groups: groups.iter().map(|g| g.to_string()).collect(),
+                },
+                Err(GroupsError::NotFound) => NodeAnswer::NotFound,
+                Err(GroupsError::Invalid(detail) | GroupsError::Forbidden(detail)) => {
+                    NodeAnswer::InvalidGroups { detail }
+                }
+            }
+        }
+        NodeCall::Bulk { items } => {
+            let registry = registry.clone();
+            let sent = tokio::task::spawn_blocking(move || {
+                items
+                    .iter()
+                    .flat_map(|(names, message)| {
+                        let (id, deliveries) = registry.send_each(names, message);
+                        deliveries
+                            .into_iter()
+                            .map(move |delivery| (id.clone(), delivery.as_str().to_owned()))
+                    })
+                    .collect()
+            })
+            .await;
+            match sent {
+                Ok(results) => NodeAnswer::Bulk { results },
+                // Only a bug (a panic) ends the task early; the asker reports it.
+                Err(_) => NodeAnswer::Bulk {
+                    results: Vec::new(),
+                },
+            }
+        }
+    }
+}
+
+fn sent(outcome: Result<String, SendError>) -> NodeAnswer {
+    match outcome {
+        Ok(id) => NodeAnswer::Sent { id },
+        Err(SendError::NotFound) => NodeAnswer::NotFound,
+        Err(SendError::Backlogged) => NodeAnswer::Backlogged,
+    }
+}
+
+/// Pushes `message` and holds the answer until the client acks it or `patience` runs out.
+async fn await_ack(
+    registry: &Registry,
+    name: &str,
+    client: &Arc<crate::registry::Client>,
+    message: &Value,
+    patience: Duration,
+) -> NodeAnswer {
+    let mut wait = match registry.send_awaiting_ack_from(client, message) {
+        Ok(wait) => wait,
+        Err(SendError::NotFound) => return NodeAnswer::NotFound,
+        Err(SendError::Backlogged) => return NodeAnswer::Backlogged,
+    };
+    let id = wait.id().to_owned();
+    let (outcome, answer) = match tokio::time::timeout(patience, wait.acked()).await {
+        Ok(Ok(())) => ("acked", NodeAnswer::Acked { id }),
+        Ok(Err(_gone)) => (
+            "disconnected",
+            NodeAnswer::AckTimeout {
+                detail: format!("{name:?} disconnected before acknowledging message {id}"),
+            },
+        ),
+        Err(_elapsed) => (
+            "timeout",
+            NodeAnswer::AckTimeout {
+                detail: format!(
+                    "{name:?} did not acknowledge message {id} within {} ms",
+                    patience.as_millis()
+                ),
+            },
+        ),
+    };
+    registry
+        .metrics()
+        .ack_waits
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
+    answer
+}
+
+async fn answer_all_call(membership: Arc<Membership>, call: AllCall) -> AllAnswer {
+    let registry = membership.registry.clone();
+    let node = membership.node.id.clone();
+    match call {
+        AllCall::List {
+            prefix,
+            named,
+            after,
+            want,
+        } => {
+            let query = ListQuery {
+                prefix,
+                named,
+                after: None,
+                offset: 0,
+                limit: want,
+            };
+            let listing = crate::directory::local_page(&registry, &node, &query, after.as_ref());
+            AllAnswer::Clients {
+                total: listing.total,
+                sessions: listing.page.iter().map(|l| l.client.session()).collect(),
+                clients: listing
+                    .page
+                    .iter()
+                    .map(|listed| ClientView::listed(listed, &node))
+                    .collect(),
+                more: listing.more,
+            }
+        }
+        AllCall::Broadcast { id, message } => {
+            reached(tokio::task::spawn_blocking(move || registry.broadcast_as(id, &message)).await)
+        }
+        AllCall::GroupSend { id, group, message } => reached(
+            tokio::task::spawn_blocking(move || registry.send_to_group_as(id, &group, &message))
+                .await,
+        ),
+        AllCall::Groups { prefix } => {
+            let (_, groups) = registry.group_page(&prefix, 0, usize::MAX);
+            AllAnswer::Groups {
+                groups: groups
+                    .into_iter()
+                    .map(|(name, members)| (name.to_string(), members))
+                    .collect(),
+            }
+        }
+        AllCall::GroupMembers { group, want } => {
+            let (total, page) = registry.group_members(&group, 0, want);
+            AllAnswer::Clients {
+                total,
+                sessions: page.iter().map(|l| l.client.session()).collect(),
+                clients: page
+                    .iter()
+                    .map(|listed| ClientView::listed(listed, &node))
+                    .collect(),
+                more: total > want,
+            }
+        }
+    }
+}
+
+fn reached(
+    report: Result<crate::registry::BroadcastReport, tokio::task::JoinError>,
+) -> AllAnswer {
+    // Only a bug (a panic) ends a delivery task early: nothing is reported reached.
+    let report = report.unwrap_or_else(|_| crate::registry::BroadcastReport {
+        id: String::new(),
+        recipients: 0,
+        queued: 0,
+        dropped: 0,
+    });
+    AllAnswer::Reached {
+        recipients: report.recipients,
+        queued: report.queued,
+        dropped: report.dropped,
+    }
+}

@@ -1,0 +1,173 @@
+//! Cluster-unique names: a `sync` claims its name in the name table before the
+//! local registry takes it, and a name a local session gives up is released
+//! there, only if that session's claim is still the one written.
+//!
+//! A claim is one compare-and-set write. Under `replace` a name held elsewhere
+//! is taken over (the write expects the holder's revision) and the old holder's
+//! node is told to close that session with `bye` `replaced`; under `reject`
+//! it is refused unless its holder's node is gone.
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::calls::{NodeAnswer, NodeCall};
+use super::membership::{Membership, Owned, lock};
+use super::names::{Claim, Holder};
+use super::rpc::RpcError;
+use crate::config::DuplicateNames;
+use crate::registry::{Client, Released, SyncError};
+
+/// How often a takeover re-reads and writes again when another claim raced it.
+const TAKEOVER_ATTEMPTS: usize = 3;
+
+impl Membership {
+    /// Claims `name` for `client` in the name table, then in the local
+    /// registry. Claims of one session complete in the order they were made.
+    pub async fn claim(self: Arc<Self>, client: Arc<Client>, name: String) -> Result<(), SyncError> {
+        let session = client.session();
+        let (done, finished) = oneshot::channel();
+        let previous = lock(&self.claims).insert(session, finished.shared());
+        if let Some(previous) = previous {
+            let _ = previous.await;
+        }
+        let outcome = self.claim_in_turn(&client, &name).await;
+        let _ = done.send(());
+        let mut claims = lock(&self.claims);
+        if claims.get(&session).is_some_and(|last| last.peek().is_some()) {
+            claims.remove(&session);
+        }
+        outcome
+    }
+
+    async fn claim_in_turn(&self, client: &Arc<Client>, name: &str) -> Result<(), SyncError> {
+        if client.name().as_deref() == Some(name) {
+            return Ok(());
+        }
+        let me = Holder::new(&self.node.id, client.session());
+        let revision = self.write_claim(name, &me).await?;
+        lock(&self.owned).insert(
+            Arc::from(name),
+            Owned {
+                session: me.session,
+                revision,
+            },
+        );
+        let taken = self.registry.sync(client, name);
+        if taken.is_err() {
+            // The connection closed meanwhile: the name goes back at once.
+            self.release(Released {
+                name: Arc::from(name),
+                session: me.session,
+            })
+            .await;
+        }
+        taken
+    }
+
+    /// Writes `me` as the holder of `name`; the revision written.
+    async fn write_claim(&self, name: &str, me: &Holder) -> Result<u64, SyncError> {
+        for _ in 0..TAKEOVER_ATTEMPTS {
+            let held = match self.names.create(name, me).await {
+                Ok(Claim::Created { revision }) => return Ok(revision),
+                Ok(Claim::Held { holder, revision }) => (holder, revision),
+                Err(err) => {
+                    warn!(%name, %err, "name table unreachable: sync refused");
+                    return Err(SyncError::Unavailable);
+                }
+            };
+            let (holder, revision) = held;
+            if self.settings_reject() && self.holder_is_alive(&holder).await {
+                return Err(SyncError::NameTaken);
+            }
+            match self.names.take_over(name, me, revision).await {
+                Ok(Some(revision)) => {
+                    self.close_replaced(name, &holder);
+                    return Ok(revision);
+                }
+                // Another claim wrote between our read and our write: read again.
+                Ok(None) => continue,
+                Err(err) => {
+                    warn!(%name, %err, "name table unreachable: sync refused");
+                    return Err(SyncError::Unavailable);
+                }
+            }
+        }
+        Err(SyncError::NameTaken)
+    }
+
+    fn settings_reject(&self) -> bool {
+        self.registry.duplicate_names() == DuplicateNames::Reject
+    }
+
+    /// Whether `holder`'s session may still be connected: its node is this
+    /// one and holds it, or another node that answers.
+    async fn holder_is_alive(&self, holder: &Holder) -> bool {
+        if holder.node == self.node.id {
+            return lock(&self.owned)
+                .values()
+                .any(|owned| owned.session == holder.session);
+        }
+        !matches!(
+            self.rpc
+                .request::<_, NodeAnswer>(&holder.node, &NodeCall::Ping, self.settings.rpc_timeout)
+                .await,
+            Err(RpcError::NoResponders)
+        )
+    }
+
+    /// Tells the node of the holder a takeover displaced to close that session.
+    fn close_replaced(&self, name: &str, old: &Holder) {
+        if old.node == self.node.id {
+            // The local registry's own takeover closes it.
+            return;
+        }
+        let rpc = self.rpc.clone();
+        let call = NodeCall::Replaced {
+            name: name.to_owned(),
+            session: old.session,
+        };
+        let node = old.node.clone();
+        let timeout = self.settings.rpc_timeout;
+        tokio::spawn(async move {
+            if let Err(err) = rpc.request::<_, NodeAnswer>(&node, &call, timeout).await {
+                // A dead node's sessions are gone anyway; a cut-off one learns
+                // it when it reconciles.
+                debug!(%node, %err, "replaced session not told");
+            }
+        });
+    }
+
+    /// Removes `released.name` from the name table if `released.session`'s
+    /// claim is still the one written there.
+    pub(super) async fn release(&self, released: Released) {
+        let owned = {
+            let mut owned = lock(&self.owned);
+            match owned.get(&released.name) {
+                Some(claim) if claim.session == released.session => {
+                    owned.remove(&released.name)
+                }
+                _ => None,
+            }
+        };
+        let Some(owned) = owned else {
+            return;
+        };
+        if let Err(err) = self.names.release(&released.name, owned.revision).await {
+            // The sweep of this node's names after a reconnect catches it.
+            debug!(name = %released.name, %err, "name not released");
+        }
+    }
+}
+
+/// Releases, one after the other, the names local sessions give up.
+pub(super) async fn release_all(
+    membership: Arc<Membership>,
+    mut releases: mpsc::UnboundedReceiver<Released>,
+) {
+    while let Some(released) = releases.recv().await {
+        membership.release(released).await;
+    }
+}

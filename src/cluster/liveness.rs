@@ -1,0 +1,150 @@
+//! Liveness: every heartbeat a node writes its record (which expires a node
+//! ttl later), reads the live nodes, and sweeps the names of nodes that
+//! vanished; after the broker comes back it reconciles its own names.
+//!
+//! A sweep removes a name only at the revision its dead holder wrote, so a
+//! name taken over meanwhile is never removed, and several nodes sweeping
+//! at once do no harm.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::time::MissedTickBehavior;
+use tracing::{info, warn};
+
+use super::broker::BrokerState;
+use super::epoch_millis;
+use super::membership::{Membership, lock};
+use super::names::{Claim, Holder};
+use super::nodes::NodeRecord;
+use crate::protocol::ByeReason;
+
+/// Writes this node's record and reads the live nodes once.
+pub(super) async fn beat_once(membership: &Membership) -> bool {
+    let node = &membership.node;
+    let record = NodeRecord {
+        id: node.id.clone(),
+        name: node.name.clone(),
+        http_addr: node.http_addr.to_string(),
+        started_at: epoch_millis(node.started_at),
+        clients: membership.registry.len() as u64,
+    };
+    if let Err(err) = membership.nodes.beat(&record).await {
+        warn!(%err, "heartbeat not written");
+        return false;
+    }
+    match membership.nodes.live().await {
+        Ok(live) => {
+            *lock(&membership.live) = live;
+            true
+        }
+        Err(err) => {
+            warn!(%err, "live nodes not read");
+            false
+        }
+    }
+}
+
+/// Beats, sweeps and reconciles until the node leaves.
+pub(super) async fn run(membership: Arc<Membership>) {
+    let mut ticks = tokio::time::interval(membership.settings.heartbeat);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut broker = membership.broker.watch_state();
+    // Nodes seen alive; one that drops out of the table gets its names swept.
+    let mut known: HashSet<String> = HashSet::new();
+    // At start, names of nodes that died while nobody watched are swept too.
+    let mut sweep_strangers = true;
+    loop {
+        tokio::select! {
+            () = membership.stop.cancelled() => return,
+            changed = broker.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *broker.borrow_and_update() == BrokerState::Connected {
+                    reconcile(&membership).await;
+                    sweep_strangers = true;
+                }
+            }
+            _ = ticks.tick() => {
+                if !beat_once(&membership).await {
+                    continue;
+                }
+                let live: HashSet<String> = membership.live_ids().into_iter().collect();
+                let gone: HashSet<String> = known.difference(&live).cloned().collect();
+                if sweep_strangers || !gone.is_empty() {
+                    sweep(&membership, &live).await;
+                    sweep_strangers = false;
+                }
+                known = live;
+            }
+        }
+    }
+}
+
+/// Removes every name whose holder's node is not live.
+async fn sweep(membership: &Membership, live: &HashSet<String>) {
+    let entries = match membership.names.entries().await {
+        Ok(entries) => entries,
+        Err(err) => return warn!(%err, "names not swept"),
+    };
+    let mut swept = 0u64;
+    for entry in entries {
+        if live.contains(&entry.holder.node) {
+            continue;
+        }
+        if let Ok(true) = membership.names.release(&entry.name, entry.revision).await {
+            swept += 1;
+        }
+    }
+    membership.registry.metrics().cluster_sweeps.inc();
+    if swept > 0 {
+        membership.registry.metrics().cluster_names_swept.inc_by(swept);
+        info!(names = swept, "names of vanished nodes released");
+    }
+}
+
+/// After the broker was out of reach: recreate what it lost, and make the
+/// name table and this node's sessions agree again. A local session whose
+/// name another node took meanwhile is closed with `bye` `replaced`.
+async fn reconcile(membership: &Membership) {
+    let _ = membership.names.ensure().await;
+    let _ = membership.nodes.ensure().await;
+    beat_once(membership).await;
+    let owned: Vec<(Arc<str>, u64)> = lock(&membership.owned)
+        .iter()
+        .map(|(name, owned)| (Arc::clone(name), owned.session))
+        .collect();
+    let mut replaced = 0usize;
+    for (name, session) in owned {
+        let me = Holder::new(&membership.node.id, session);
+        let revision = match membership.names.get(&name).await {
+            Ok(Some((holder, revision))) if holder.same_session(&me) => Some(revision),
+            Ok(Some(_)) => None,
+            Ok(None) => match membership.names.create(&name, &me).await {
+                Ok(Claim::Created { revision }) => Some(revision),
+                Ok(Claim::Held { .. }) => None,
+                Err(err) => return warn!(%err, "reconciliation stopped: broker unreachable"),
+            },
+            Err(err) => return warn!(%err, "reconciliation stopped: broker unreachable"),
+        };
+        let mut table = lock(&membership.owned);
+        match revision {
+            Some(revision) => {
+                if let Some(owned) = table.get_mut(&name).filter(|o| o.session == session) {
+                    owned.revision = revision;
+                }
+            }
+            None => {
+                table.remove(&name);
+                drop(table);
+                let _ = membership
+                    .registry
+                    .kick_holder(&name, Some(session), ByeReason::Replaced);
+                replaced += 1;
+            }
+        }
+    }
+    membership.registry.metrics().cluster_reconciliations.inc();
+    info!(replaced, "reconciled with the cluster");
+}
