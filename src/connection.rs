@@ -395,7 +395,10 @@ impl Named {
                 if registry.client_auth().is_some() {
                     registry.set_group_claim(client, self.claim);
                 }
-                let groups = match self.change.map(|change| registry.change_groups(client, &change)) {
+                let groups = match self
+                    .change
+                    .map(|change| registry.change_groups(client, &change))
+                {
                     None => None,
                     Some(Ok(groups)) => Some(groups),
                     Some(Err(GroupsError::NotFound)) => return,

@@ -130,10 +130,9 @@ impl Hub {
         let directory = match &self.config.cluster {
             None => Directory::local(self.registry.clone(), node),
             Some(settings) => {
-                let membership =
-                    Membership::join(self.registry.clone(), node, settings.clone())
-                        .await
-                        .map_err(io::Error::other)?;
+                let membership = Membership::join(self.registry.clone(), node, settings.clone())
+                    .await
+                    .map_err(io::Error::other)?;
                 Directory::clustered(self.registry.clone(), membership)
             }
         };

@@ -380,7 +380,11 @@ impl Registry {
     }
 
     /// Pushes `message` to `client`; returns the message id.
-    pub fn send_to_client(&self, client: &Arc<Client>, message: &Value) -> Result<String, SendError> {
+    pub fn send_to_client(
+        &self,
+        client: &Arc<Client>,
+        message: &Value,
+    ) -> Result<String, SendError> {
         let id = self.next_message_id();
         self.push_direct(client, &id, message)?;
         Ok(id)

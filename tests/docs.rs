@@ -189,11 +189,27 @@ fn every_problem_code() -> Vec<String> {
     ];
     for error in &all {
         match error {
-            ClientNotFound(_) | ClientBacklogged(_) | MessageTooLarge(_) | InvalidBody(_)
-            | UnsupportedMediaType | InvalidQuery(_) | InvalidPath(_) | InvalidHeader(_)
-            | InvalidGroups(_) | TooManyRecipients(_) | ItemTooLarge(..) | BodyTooLarge(_)
-            | AckTimeout(_) | Unauthorized | Draining | TooManyStreams(_) | NotFound
-            | MethodNotAllowed | MailboxFull(_) | ClusterUnavailable(_) | NodeUnreachable(_)
+            ClientNotFound(_)
+            | ClientBacklogged(_)
+            | MessageTooLarge(_)
+            | InvalidBody(_)
+            | UnsupportedMediaType
+            | InvalidQuery(_)
+            | InvalidPath(_)
+            | InvalidHeader(_)
+            | InvalidGroups(_)
+            | TooManyRecipients(_)
+            | ItemTooLarge(..)
+            | BodyTooLarge(_)
+            | AckTimeout(_)
+            | Unauthorized
+            | Draining
+            | TooManyStreams(_)
+            | NotFound
+            | MethodNotAllowed
+            | MailboxFull(_)
+            | ClusterUnavailable(_)
+            | NodeUnreachable(_)
             | Internal => {}
         }
     }

@@ -237,7 +237,8 @@ pub async fn set_for_client(
     let GroupSet { groups } = serde_json::from_slice(&body).map_err(|err| {
         ApiError::InvalidBody(format!("expected {{\"groups\": [<name>, ...]}}: {err}"))
     })?;
-    let groups = groups::parse_names(&groups).map_err(|err| ApiError::InvalidGroups(err.to_string()))?;
+    let groups =
+        groups::parse_names(&groups).map_err(|err| ApiError::InvalidGroups(err.to_string()))?;
     let groups = state.directory.set_groups_of(&name, groups).await?;
     Ok(Json(GroupSet { groups }))
 }

@@ -259,9 +259,7 @@ async fn answer_all_call(membership: Arc<Membership>, call: AllCall) -> AllAnswe
     }
 }
 
-fn reached(
-    report: Result<crate::registry::BroadcastReport, tokio::task::JoinError>,
-) -> AllAnswer {
+fn reached(report: Result<crate::registry::BroadcastReport, tokio::task::JoinError>) -> AllAnswer {
     // Only a bug (a panic) ends a delivery task early: nothing is reported reached.
     let report = report.unwrap_or_else(|_| crate::registry::BroadcastReport {
         id: String::new(),

@@ -26,7 +26,11 @@ const TAKEOVER_ATTEMPTS: usize = 3;
 impl Membership {
     /// Claims `name` for `client` in the name table, then in the local
     /// registry. Claims of one session complete in the order they were made.
-    pub async fn claim(self: Arc<Self>, client: Arc<Client>, name: String) -> Result<(), SyncError> {
+    pub async fn claim(
+        self: Arc<Self>,
+        client: Arc<Client>,
+        name: String,
+    ) -> Result<(), SyncError> {
         let session = client.session();
         let (done, finished) = oneshot::channel();
         let previous = lock(&self.claims).insert(session, finished.shared());
@@ -36,7 +40,10 @@ impl Membership {
         let outcome = self.claim_in_turn(&client, &name).await;
         let _ = done.send(());
         let mut claims = lock(&self.claims);
-        if claims.get(&session).is_some_and(|last| last.peek().is_some()) {
+        if claims
+            .get(&session)
+            .is_some_and(|last| last.peek().is_some())
+        {
             claims.remove(&session);
         }
         outcome
@@ -146,9 +153,7 @@ impl Membership {
         let owned = {
             let mut owned = lock(&self.owned);
             match owned.get(&released.name) {
-                Some(claim) if claim.session == released.session => {
-                    owned.remove(&released.name)
-                }
+                Some(claim) if claim.session == released.session => owned.remove(&released.name),
                 _ => None,
             }
         };

@@ -29,7 +29,10 @@ impl Membership {
             let Some(holder) = self.locate(name).await? else {
                 return Ok(None);
             };
-            match self.call(&holder.node, &call(holder.session), timeout).await? {
+            match self
+                .call(&holder.node, &call(holder.session), timeout)
+                .await?
+            {
                 NodeAnswer::NotFound => continue,
                 answer => return Ok(Some(answer)),
             }
@@ -43,7 +46,10 @@ impl Membership {
             name: name.to_owned(),
             session,
         };
-        match self.call_holder(name, self.settings.rpc_timeout, call).await? {
+        match self
+            .call_holder(name, self.settings.rpc_timeout, call)
+            .await?
+        {
             Some(NodeAnswer::Client(view)) => Ok(view),
             other => Err(unexpected(name, other)),
         }
@@ -56,7 +62,10 @@ impl Membership {
             session,
             message: message.clone(),
         };
-        match self.call_holder(name, self.settings.rpc_timeout, call).await? {
+        match self
+            .call_holder(name, self.settings.rpc_timeout, call)
+            .await?
+        {
             Some(NodeAnswer::Sent { id }) => Ok(id),
             other => Err(unexpected(name, other)),
         }
@@ -90,7 +99,10 @@ impl Membership {
             name: name.to_owned(),
             session,
         };
-        match self.call_holder(name, self.settings.rpc_timeout, call).await? {
+        match self
+            .call_holder(name, self.settings.rpc_timeout, call)
+            .await?
+        {
             Some(NodeAnswer::Done) => Ok(()),
             other => Err(unexpected(name, other)),
         }
@@ -107,7 +119,10 @@ impl Membership {
             session,
             groups: groups.clone(),
         };
-        match self.call_holder(name, self.settings.rpc_timeout, call).await? {
+        match self
+            .call_holder(name, self.settings.rpc_timeout, call)
+            .await?
+        {
             Some(NodeAnswer::Groups { groups }) => Ok(groups),
             other => Err(unexpected(name, other)),
         }
@@ -115,7 +130,11 @@ impl Membership {
 
     /// Who holds `name` in the name table, if another node does.
     pub(crate) async fn locate(&self, name: &str) -> Result<Option<Holder>, Failure> {
-        let held = self.names.get(name).await.map_err(|err| self.unavailable(&err))?;
+        let held = self
+            .names
+            .get(name)
+            .await
+            .map_err(|err| self.unavailable(&err))?;
         // A name this node holds in the table but not in its registry is a
         // claim finishing or a release on its way: nobody to reach.
         Ok(held
@@ -164,7 +183,10 @@ fn unexpected(name: &str, answer: Option<NodeAnswer>) -> Failure {
         Some(NodeAnswer::AckTimeout { detail }) => Failure::AckTimeout(detail),
         Some(NodeAnswer::InvalidGroups { detail }) => Failure::InvalidGroups(detail),
         Some(other) => {
-            tracing::warn!(?other, "a node answered a call with the wrong kind of answer");
+            tracing::warn!(
+                ?other,
+                "a node answered a call with the wrong kind of answer"
+            );
             Failure::Internal
         }
     }

@@ -198,7 +198,10 @@ impl Membership {
         let mut by_node: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
         for (item, position, holder) in located {
             if let Some(holder) = holder? {
-                by_node.entry(holder.node).or_default().push((item, position));
+                by_node
+                    .entry(holder.node)
+                    .or_default()
+                    .push((item, position));
             }
         }
         let calls = by_node.into_iter().map(|(node, places)| async move {
@@ -210,12 +213,19 @@ impl Membership {
             let call_items: Vec<(Vec<String>, Value)> = grouped
                 .iter()
                 .map(|(&item, positions)| {
-                    let names = positions.iter().map(|&p| items[item].0[p].clone()).collect();
+                    let names = positions
+                        .iter()
+                        .map(|&p| items[item].0[p].clone())
+                        .collect();
                     (names, items[item].1.clone())
                 })
                 .collect();
             let answer = self
-                .call(&node, &NodeCall::Bulk { items: call_items }, self.settings.rpc_timeout)
+                .call(
+                    &node,
+                    &NodeCall::Bulk { items: call_items },
+                    self.settings.rpc_timeout,
+                )
                 .await;
             let order: Vec<(usize, usize)> = grouped
                 .into_iter()

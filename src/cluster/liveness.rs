@@ -99,7 +99,11 @@ async fn sweep(membership: &Membership, live: &HashSet<String>) {
     }
     membership.registry.metrics().cluster_sweeps.inc();
     if swept > 0 {
-        membership.registry.metrics().cluster_names_swept.inc_by(swept);
+        membership
+            .registry
+            .metrics()
+            .cluster_names_swept
+            .inc_by(swept);
         info!(names = swept, "names of vanished nodes released");
     }
 }

@@ -1,0 +1,394 @@
+//! Cluster mode end to end: three hubs in this process on one real
+//! `nats-server`, real TCP clients and real HTTP requests to each node.
+//! The scenarios follow the cluster test plan: directed sends, kicks and
+//! ack waits across nodes, unknown names, listings, replace and reject,
+//! broadcasts, groups, bulk sends, a node leaving, and the broker restarting.
+
+mod common;
+
+use std::time::Duration;
+
+use common::nats::NatsServer;
+use common::{TestClient, TestHub};
+use serde_json::{Value, json};
+use tcphub::Config;
+use tcphub::cluster::ClusterSettings;
+use tcphub::config::DuplicateNames;
+use tokio::time::{Instant, sleep};
+
+/// Longest a condition polled across nodes may take to hold.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Short timers, so that liveness scenarios take seconds.
+fn settings(server: &NatsServer) -> ClusterSettings {
+    ClusterSettings {
+        nats_urls: server.url(),
+        node_ttl: Duration::from_secs(2),
+        heartbeat: Duration::from_millis(500),
+        rpc_timeout: Duration::from_secs(2),
+        list_timeout: Duration::from_secs(1),
+        ..ClusterSettings::default()
+    }
+}
+
+/// A node of the cluster named `name`.
+async fn node(server: &NatsServer, name: &str, config: Config) -> TestHub {
+    TestHub::start(Config {
+        node_name: Some(name.to_owned()),
+        cluster: Some(ClusterSettings {
+            node_name: name.to_owned(),
+            ..settings(server)
+        }),
+        ..config
+    })
+    .await
+}
+
+/// Three nodes, a, b and c, each seeing the other two.
+async fn three_nodes(server: &NatsServer, config: Config) -> [TestHub; 3] {
+    let a = node(server, "a", config.clone()).await;
+    let b = node(server, "b", config.clone()).await;
+    let c = node(server, "c", config).await;
+    for hub in [&a, &b, &c] {
+        wait_until(hub, "/nodes", |nodes| {
+            nodes["nodes"].as_array().map_or(0, Vec::len) == 3
+        })
+        .await;
+    }
+    [a, b, c]
+}
+
+/// Polls `GET path` on `hub` until `holds` is true of its body.
+async fn wait_until(hub: &TestHub, path: &str, holds: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = hub.get(path).await;
+        if status == 200 && holds(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {path} never held: last {status} {body}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The node id of `hub`.
+async fn node_id(hub: &TestHub) -> String {
+    let (_, nodes) = hub.get("/nodes").await;
+    let port = hub.http_addr.to_string();
+    nodes["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["httpAddr"] == port.as_str()))
+        .and_then(|n| n["id"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_on_one_node_is_reached_through_every_node() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let mut device = TestClient::synced(&a, "device-1").await;
+    let a_id = node_id(&a).await;
+
+    for (via, text) in [(&b, "via b"), (&c, "via c"), (&a, "via a")] {
+        let (status, body) = via
+            .post("/clients/device-1/send", json!({"message": text}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let frame = device.recv().await;
+        assert_eq!(frame["message"], text);
+        assert_eq!(
+            frame["id"], body["id"],
+            "the answer names the id the client got"
+        );
+        assert!(
+            body["id"].as_str().unwrap_or_default().ends_with(&a_id),
+            "ids carry the issuing node: {body}"
+        );
+    }
+    for hub in [&a, &b, &c] {
+        let (status, client) = hub.get("/clients/device-1").await;
+        assert_eq!(status, 200, "{client}");
+        assert_eq!(client["node"], a_id.as_str());
+        assert_eq!(client["name"], "device-1");
+    }
+    // An ack wait held by the owner node.
+    let ask = b.post(
+        "/clients/device-1/send?wait=ack&timeout=5000",
+        json!({"message": "ack me"}),
+    );
+    let answer = async {
+        let frame = device.recv().await;
+        device
+            .send(&json!({"type": "ack", "id": frame["id"]}))
+            .await;
+        frame
+    };
+    let ((status, body), frame) = tokio::join!(ask, answer);
+    assert_eq!((status, &body["acked"]), (200, &json!(true)), "{body}");
+    assert_eq!(body["id"], frame["id"]);
+    let (status, body) = c
+        .post(
+            "/clients/device-1/send?wait=ack&timeout=300",
+            json!({"message": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["code"]),
+        (504, &json!("ack_timeout")),
+        "{body}"
+    );
+    assert_eq!(device.recv().await["message"], "x");
+
+    // A kick through a third node closes it on its own node.
+    let (status, _) = c.delete("/clients/device-1").await;
+    assert_eq!(status, 204);
+    device.expect_bye("kicked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_name_is_404_on_every_node_at_once() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    for hub in [&a, &b, &c] {
+        let (status, body) = hub
+            .post("/clients/nobody/send", json!({"message": 1}))
+            .await;
+        assert_eq!((status, &body["code"]), (404, &json!("client_not_found")));
+        let (status, _) = hub.get("/clients/nobody").await;
+        assert_eq!(status, 404);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listings_page_through_every_node_once() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let mut clients = Vec::new();
+    let mut want = Vec::new();
+    for (hub, node) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        for n in 0..4 {
+            let name = format!("{node}-dev-{n}");
+            clients.push(TestClient::synced(hub, &name).await);
+            want.push(name);
+        }
+        let mut unnamed = TestClient::connect(hub).await;
+        unnamed.ping().await;
+        clients.push(unnamed);
+    }
+    want.sort();
+    for hub in [&a, &b, &c] {
+        let mut seen = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (status, page) = hub
+                .get(&format!("/clients?named=true&limit=5{after}"))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            assert_eq!(page["total"], 12, "{page}");
+            assert!(page.get("partial").is_none(), "{page}");
+            for client in page["clients"].as_array().cloned().unwrap_or_default() {
+                seen.push(client["name"].as_str().unwrap_or_default().to_owned());
+            }
+            match page["next"].as_str() {
+                Some(next) => after = format!("&after={next}"),
+                None => break,
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, want, "every named client once");
+        let (_, all) = hub.get("/clients?limit=0").await;
+        assert_eq!(all["total"], 15);
+        let (_, prefixed) = hub.get("/clients?prefix=b-").await;
+        assert_eq!(prefixed["total"], 4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_newer_sync_on_another_node_replaces_the_older_one() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let mut old = TestClient::synced(&a, "kiosk").await;
+    let mut new = TestClient::synced(&b, "kiosk").await;
+    old.expect_bye("replaced").await;
+    let (status, _) = c
+        .post("/clients/kiosk/send", json!({"message": "hi"}))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(new.recv().await["message"], "hi");
+    let b_id = node_id(&b).await;
+    wait_until(&a, "/clients/kiosk", |client| {
+        client["node"] == b_id.as_str()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_reject_a_name_held_on_another_node_is_name_taken() {
+    let server = NatsServer::start();
+    let config = Config {
+        duplicate_names: DuplicateNames::Reject,
+        ..Config::default()
+    };
+    let [a, b, _c] = three_nodes(&server, config).await;
+    let mut first = TestClient::synced(&a, "meter").await;
+    let mut second = TestClient::connect(&b).await;
+    second
+        .send(&json!({"type": "sync", "clientName": "meter"}))
+        .await;
+    second.expect_error("name_taken").await;
+    second.ping().await;
+    b.expect_marker_next(&mut first, "meter").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broadcast_through_one_node_reaches_every_client_once() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let mut clients = Vec::new();
+    for (hub, node) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        for n in 0..3 {
+            clients.push(TestClient::synced(hub, &format!("{node}{n}")).await);
+        }
+    }
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        let (status, body) = b.post("/broadcast", json!({"message": round})).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(
+            (&body["recipients"], &body["queued"]),
+            (&json!(9), &json!(9))
+        );
+        assert!(body.get("partial").is_none(), "{body}");
+        ids.push(body["id"].clone());
+    }
+    for client in &mut clients {
+        for (round, id) in ids.iter().enumerate() {
+            let frame = client.recv().await;
+            assert_eq!(
+                (&frame["id"], &frame["message"], &frame["scope"]),
+                (id, &json!(round), &json!("broadcast"))
+            );
+        }
+    }
+    // Each client got each broadcast once: the next frame is a fresh marker.
+    for (n, client) in clients.iter_mut().enumerate() {
+        let name = format!("{}{}", ["a", "b", "c"][n / 3], n % 3);
+        c.expect_marker_next(client, &name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_and_bulk_sends_work_across_nodes() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let mut on_a = TestClient::connect(&a).await;
+    on_a.send(&json!({"type": "sync", "clientName": "k-a", "groups": ["kiosks"]}))
+        .await;
+    assert_eq!(on_a.recv().await["type"], "welcome");
+    let mut on_b = TestClient::connect(&b).await;
+    on_b.send(&json!({"type": "sync", "clientName": "k-b", "groups": ["kiosks", "floor-2"]}))
+        .await;
+    assert_eq!(on_b.recv().await["type"], "welcome");
+
+    let (_, groups) = c.get("/groups").await;
+    assert_eq!(
+        groups["groups"],
+        json!([{"name": "floor-2", "members": 1}, {"name": "kiosks", "members": 2}])
+    );
+    let (_, kiosks) = c.get("/groups/kiosks").await;
+    assert_eq!(kiosks["members"], 2);
+    let (status, sent) = c.post("/groups/kiosks/send", json!({"message": "g"})).await;
+    assert_eq!((status, &sent["recipients"]), (202, &json!(2)), "{sent}");
+    for client in [&mut on_a, &mut on_b] {
+        let frame = client.recv().await;
+        assert_eq!(
+            (&frame["group"], &frame["id"]),
+            (&json!("kiosks"), &sent["id"])
+        );
+    }
+    // A backend sets a group on a client of another node.
+    let (status, set) = c
+        .put("/clients/k-a/groups", json!({"groups": ["floor-2"]}))
+        .await;
+    assert_eq!(
+        (status, &set["groups"]),
+        (200, &json!(["floor-2"])),
+        "{set}"
+    );
+    assert_eq!(
+        on_a.recv().await,
+        json!({"type": "groups", "groups": ["floor-2"]})
+    );
+
+    let (status, bulk) = c
+        .post(
+            "/send",
+            json!({"messages": [
+                {"to": ["k-a", "k-b", "ghost", "k-a"], "message": "bulk"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{bulk}");
+    let statuses: Vec<&str> = bulk["results"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["status"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(statuses, ["queued", "queued", "not_found", "queued"]);
+    assert_eq!(on_a.recv().await["message"], "bulk");
+    assert_eq!(on_b.recv().await["message"], "bulk");
+    c.expect_marker_next(&mut on_a, "k-a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_drains_frees_its_names_for_the_others() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let mut device = TestClient::synced(&c, "roamer").await;
+    let c_id = node_id(&c).await;
+    wait_until(&a, "/clients/roamer", |client| {
+        client["node"] == c_id.as_str()
+    })
+    .await;
+    c.stop().await;
+    device.expect_bye("shutdown").await;
+    // Gone from the table and the listings, and free for another node.
+    let (status, _) = a.get("/clients/roamer").await;
+    assert_eq!(status, 404);
+    wait_until(&a, "/nodes", |nodes| {
+        nodes["nodes"].as_array().map_or(0, Vec::len) == 2
+    })
+    .await;
+    let mut back = TestClient::synced(&b, "roamer").await;
+    a.expect_marker_next(&mut back, "roamer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_restart_keeps_local_sends_and_the_names_come_back() {
+    let mut server = NatsServer::start();
+    let [a, b, _c] = three_nodes(&server, Config::default()).await;
+    let mut device = TestClient::synced(&a, "survivor").await;
+    server.restart();
+    // Local clients never needed the broker.
+    a.expect_marker_next(&mut device, "survivor").await;
+    // Once reconnected and reconciled, the name is reachable from b again.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = b
+            .post("/clients/survivor/send", json!({"message": "back"}))
+            .await;
+        if status == 202 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reachable: {status} {body}"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(device.recv().await["message"], "back");
+}
