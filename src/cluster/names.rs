@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::broker::Broker;
-use super::kv::{Bucket, KvError};
+use super::kv::{Bucket, KvError, is_answer};
 use super::{ClusterSettings, epoch_millis};
 
 /// How often [`Names::create`] re-reads a name that was released between its
@@ -115,7 +115,12 @@ impl Names {
                 .bucket
                 .retrying(
                     async |store| store.create(&key, value.clone()).await,
-                    |err| err.kind() == CreateErrorKind::Other,
+                    |err| {
+                        matches!(
+                            err.kind(),
+                            CreateErrorKind::AlreadyExists | CreateErrorKind::InvalidKey
+                        )
+                    },
                 )
                 .await;
             match created {
@@ -151,7 +156,7 @@ impl Names {
             .bucket
             .retrying(
                 async |store| store.update(&key, value.clone(), expected_revision).await,
-                |err| err.kind() == UpdateErrorKind::Other,
+                is_answer,
             )
             .await;
         match updated {
@@ -179,7 +184,7 @@ impl Names {
                         .delete_expect_revision(&key, Some(expected_revision))
                         .await
                 },
-                |err| err.kind() == UpdateErrorKind::Other,
+                is_answer,
             )
             .await;
         match deleted {
@@ -234,8 +239,7 @@ impl Names {
             .bucket
             .retrying(
                 async |store| store.entry(key).await,
-                // 2.10 lets a read of a vanished bucket time out rather than fail.
-                |err| err.kind() != EntryErrorKind::InvalidKey,
+                |err| err.kind() == EntryErrorKind::InvalidKey,
             )
             .await
             .map_err(|err| self.bucket.error(err))?;

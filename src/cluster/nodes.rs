@@ -10,13 +10,13 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use async_nats::jetstream::kv::{EntryErrorKind, Operation, PutErrorKind, UpdateErrorKind};
+use async_nats::jetstream::kv::{EntryErrorKind, Operation, PutErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::broker::Broker;
-use super::kv::{Bucket, KvError};
+use super::kv::{Bucket, KvError, is_answer};
 use super::{ClusterSettings, epoch_millis};
 
 /// Reads in flight while reading the table: it holds one key per node.
@@ -67,7 +67,7 @@ impl Nodes {
         self.bucket
             .retrying(
                 async |store| store.put(&record.id, value.clone()).await,
-                |err| err.kind() == PutErrorKind::Ack,
+                |err| err.kind() == PutErrorKind::InvalidKey,
             )
             .await
             .map(drop)
@@ -77,10 +77,7 @@ impl Nodes {
     /// Removes node `id` at once (a node shutting down says goodbye).
     pub async fn remove(&self, id: &str) -> Result<(), KvError> {
         self.bucket
-            .retrying(
-                async |store| store.delete(id).await,
-                |err| err.kind() == UpdateErrorKind::Other,
-            )
+            .retrying(async |store| store.delete(id).await, is_answer)
             .await
             .map_err(|err| self.bucket.error(err))
     }
@@ -94,8 +91,7 @@ impl Nodes {
                 self.bucket
                     .retrying(
                         async |store| store.entry(key.as_str()).await,
-                        // 2.10 lets a read of a vanished bucket time out rather than fail.
-                        |err| err.kind() != EntryErrorKind::InvalidKey,
+                        |err| err.kind() == EntryErrorKind::InvalidKey,
                     )
                     .await
             })
