@@ -110,6 +110,8 @@ async fn the_broker_state_follows_a_paused_server_and_its_return() {
 async fn a_taken_over_name_is_never_released_by_its_old_holder() {
     let server = NatsServer::start();
     let (_broker, names) = names(&server).await;
+    // Node B has its own connection and opens the bucket node A created.
+    let (_broker_b, names_b) = self::names(&server).await;
     let (a, b) = (holder("a-00000001", 1), holder("b-00000002", 7));
 
     let Claim::Created { revision: first } = names.create("dev-1", &a).await.unwrap() else {
@@ -122,14 +124,18 @@ async fn a_taken_over_name_is_never_released_by_its_old_holder() {
         Claim::Created { revision: first }
     );
     assert_eq!(
-        names.create("dev-1", &b).await.unwrap(),
+        names_b.create("dev-1", &b).await.unwrap(),
         Claim::Held {
             holder: a.clone(),
             revision: first
         }
     );
 
-    let second = names.take_over("dev-1", &b, first).await.unwrap().unwrap();
+    let second = names_b
+        .take_over("dev-1", &b, first)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(second > first);
     assert_eq!(names.get("dev-1").await.unwrap(), Some((b.clone(), second)));
     // The old holder disconnects and releases what it believes it holds: no effect.
@@ -139,7 +145,7 @@ async fn a_taken_over_name_is_never_released_by_its_old_holder() {
     let c = holder("c-00000003", 9);
     assert_eq!(names.take_over("dev-1", &c, first).await.unwrap(), None);
 
-    assert!(names.release("dev-1", second).await.unwrap());
+    assert!(names_b.release("dev-1", second).await.unwrap());
     assert_eq!(names.get("dev-1").await.unwrap(), None);
     assert!(!names.release("dev-1", second).await.unwrap());
     // Free again, over the delete marker.
@@ -281,7 +287,16 @@ async fn buckets_lost_in_a_broker_restart_are_created_again() {
         .expect("no reconnection")
         .unwrap();
 
-    // Memory storage: the claim went with the server; the bucket comes back.
+    // Memory storage: the buckets went with the server, and come back as
+    // soon as the broker does, before any operation needs them.
+    let js = broker.jetstream(PATIENCE);
+    for bucket in ["tcphub_test_names", "tcphub_test_nodes"] {
+        let waited = Instant::now();
+        while js.get_key_value(bucket).await.is_err() {
+            assert!(waited.elapsed() < PATIENCE, "{bucket} was not recreated");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     assert_eq!(names.get("dev").await.unwrap(), None);
     let b = holder("b-1", 2);
     let Claim::Created { revision } = names.create("dev", &b).await.unwrap() else {
@@ -297,6 +312,28 @@ async fn buckets_lost_in_a_broker_restart_are_created_again() {
     };
     nodes.beat(&record).await.unwrap();
     assert_eq!(nodes.live().await.unwrap(), [record]);
+}
+
+#[tokio::test]
+async fn a_bucket_deleted_under_a_live_connection_is_created_by_the_next_operation() {
+    let server = NatsServer::start();
+    let (broker, names) = names(&server).await;
+    let a = holder("a-1", 1);
+    assert!(matches!(
+        names.create("dev", &a).await.unwrap(),
+        Claim::Created { .. }
+    ));
+    broker
+        .jetstream(PATIENCE)
+        .delete_key_value("tcphub_test_names")
+        .await
+        .unwrap();
+
+    let b = holder("b-1", 2);
+    let Claim::Created { revision } = names.create("dev", &b).await.unwrap() else {
+        panic!("the name must be free in the new bucket");
+    };
+    assert_eq!(names.get("dev").await.unwrap(), Some((b, revision)));
 }
 
 /// A request of the test protocol: answered with `text` repeated `times`.

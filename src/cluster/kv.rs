@@ -8,7 +8,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{Config, Store};
+use async_nats::jetstream::kv::{Config, Store, UpdateError, UpdateErrorKind};
 use async_nats::jetstream::{self, stream::StorageType};
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
@@ -78,23 +78,25 @@ impl Bucket {
         Ok(bucket)
     }
 
-    /// Runs `op`; when it fails in a way a vanished bucket explains
-    /// (`vanished(&err)`), creates the bucket again and runs `op` once more.
-    /// Creating a bucket that exists changes nothing, so a failure with
-    /// another cause costs one extra round trip and reports that cause, as
-    /// does a failure to create the bucket (the broker is gone).
+    /// Runs `op`; when it fails with anything but an answer (`answer(&err)`:
+    /// a conflict, a bad key), the bucket may have vanished, so this creates
+    /// it again and runs `op` once more. A vanished bucket fails writes at
+    /// once on current servers but lets them time out on 2.10, so timeouts
+    /// count too. Creating a bucket that exists changes nothing, so a failure
+    /// with another cause costs one more round trip (or timeout) and reports
+    /// the first failure, as does a failure to create the bucket.
     pub(crate) async fn retrying<T, E, Fut>(
         &self,
         op: impl Fn(Store) -> Fut,
-        vanished: impl Fn(&E) -> bool,
+        answer: impl Fn(&E) -> bool,
     ) -> Result<T, E>
     where
         Fut: Future<Output = Result<T, E>>,
     {
         // The operation gets its own handle (a clone is a few reference
-        // counts), so its future borrows nothing and can be sent anywhere.
+        // counts), so its future borrows nothing and can be spawned.
         match op(self.store.clone()).await {
-            Err(err) if vanished(&err) => match create(&self.js, &self.config).await {
+            Err(err) if !answer(&err) => match create(&self.js, &self.config).await {
                 Ok(_) => op(self.store.clone()).await,
                 Err(_) => Err(err),
             },
@@ -109,7 +111,7 @@ impl Bucket {
                 let keys = store.keys().await.map_err(|err| err.to_string())?;
                 keys.map_err(|err| err.to_string()).try_collect().await
             },
-            |_| true,
+            |_| false,
         )
         .await
         .map_err(|err| self.error(err))
@@ -137,6 +139,15 @@ impl Bucket {
             detail: err.to_string(),
         }
     }
+}
+
+/// Whether a failed update or delete is an answer (a conflict, a bad key)
+/// rather than a failure.
+pub(crate) fn is_answer(err: &UpdateError) -> bool {
+    matches!(
+        err.kind(),
+        UpdateErrorKind::WrongLastRevision | UpdateErrorKind::InvalidKey
+    )
 }
 
 /// Creates `bucket` again each time the broker is back, until it is dropped.

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::broker::Broker;
-use super::kv::{Bucket, KvError};
+use super::kv::{Bucket, KvError, is_answer};
 use super::{ClusterSettings, epoch_millis};
 
 /// How often [`Names::create`] re-reads a name that was released between its
@@ -118,7 +118,12 @@ impl Names {
                         let (key, value) = (key.clone(), value.clone());
                         async move { store.create(&key, value).await }
                     },
-                    |err| err.kind() == CreateErrorKind::Other,
+                    |err| {
+                        matches!(
+                            err.kind(),
+                            CreateErrorKind::AlreadyExists | CreateErrorKind::InvalidKey
+                        )
+                    },
                 )
                 .await;
             match created {
@@ -157,7 +162,7 @@ impl Names {
                     let (key, value) = (key.clone(), value.clone());
                     async move { store.update(&key, value, expected_revision).await }
                 },
-                |err| err.kind() == UpdateErrorKind::Other,
+                is_answer,
             )
             .await;
         match updated {
@@ -188,7 +193,7 @@ impl Names {
                             .await
                     }
                 },
-                |err| err.kind() == UpdateErrorKind::Other,
+                is_answer,
             )
             .await;
         match deleted {
@@ -246,8 +251,7 @@ impl Names {
                     let key = key.to_owned();
                     async move { store.entry(&key).await }
                 },
-                // 2.10 lets a read of a vanished bucket time out rather than fail.
-                |err| err.kind() != EntryErrorKind::InvalidKey,
+                |err| err.kind() == EntryErrorKind::InvalidKey,
             )
             .await
             .map_err(|err| self.bucket.error(err))?;

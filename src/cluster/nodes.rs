@@ -10,13 +10,13 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use async_nats::jetstream::kv::{EntryErrorKind, Operation, PutErrorKind, UpdateErrorKind};
+use async_nats::jetstream::kv::{EntryErrorKind, Operation, PutErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::broker::Broker;
-use super::kv::{Bucket, KvError};
+use super::kv::{Bucket, KvError, is_answer};
 use super::{ClusterSettings, epoch_millis};
 
 /// Reads in flight while reading the table: it holds one key per node.
@@ -70,7 +70,7 @@ impl Nodes {
                     let (key, value) = (record.id.clone(), value.clone());
                     async move { store.put(&key, value).await }
                 },
-                |err| err.kind() == PutErrorKind::Ack,
+                |err| err.kind() == PutErrorKind::InvalidKey,
             )
             .await
             .map(drop)
@@ -85,7 +85,7 @@ impl Nodes {
                     let id = id.to_owned();
                     async move { store.delete(&id).await }
                 },
-                |err| err.kind() == UpdateErrorKind::Other,
+                is_answer,
             )
             .await
             .map_err(|err| self.bucket.error(err))
@@ -103,8 +103,7 @@ impl Nodes {
                             let key = key.clone();
                             async move { store.entry(&key).await }
                         },
-                        // 2.10 lets a read of a vanished bucket time out rather than fail.
-                        |err| err.kind() != EntryErrorKind::InvalidKey,
+                        |err| err.kind() == EntryErrorKind::InvalidKey,
                     )
                     .await
             })

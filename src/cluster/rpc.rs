@@ -94,8 +94,8 @@ impl RpcStats {
 /// What a scatter-gather collected by its deadline.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Gathered<Resp> {
-    /// Each answering node's id and answer, in order of arrival (nodes that
-    /// were not expected included).
+    /// Each answering node's id and answer, in order of arrival, once per
+    /// node (nodes that were not expected included).
     pub replies: Vec<(String, Resp)>,
     /// The expected nodes that gave no usable answer, sorted.
     pub missing: Vec<String>,
@@ -176,6 +176,7 @@ impl Rpc {
         let subject = self.all_subject(verb)?;
         let mut replies = self.send(subject, request, deadline).await?;
         let mut waiting: HashSet<&str> = expected.iter().map(String::as_str).collect();
+        let mut answered = HashSet::new();
         let mut failed = BTreeSet::new();
         let mut gathered = Vec::new();
         let mut assembly = Assembly::default();
@@ -196,6 +197,9 @@ impl Rpc {
                     continue;
                 };
                 waiting.remove(node.as_str());
+                if !answered.insert(node.clone()) {
+                    continue; // a second answer from one node counts once
+                }
                 match whole
                     .map_err(RpcError::BadReply)
                     .and_then(|b| decode_reply(&b))
