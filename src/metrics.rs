@@ -400,12 +400,12 @@ impl Default for Metrics {
         );
         registry.register(
             "cluster_sweeps",
-            "Sweeps of the names held by vanished nodes",
+            "Sweeps of the names that vanished nodes held",
             m.cluster_sweeps.clone(),
         );
         registry.register(
             "cluster_names_swept",
-            "Names of vanished nodes released by sweeps",
+            "Names released because their node vanished",
             m.cluster_names_swept.clone(),
         );
         registry.register(

@@ -17,6 +17,7 @@ use super::epoch_millis;
 use super::membership::{Membership, lock};
 use super::names::{Claim, Holder};
 use super::nodes::NodeRecord;
+use crate::metrics::ReasonLabels;
 use crate::protocol::ByeReason;
 
 /// Writes this node's record and reads the live nodes once.
@@ -54,6 +55,12 @@ pub(super) async fn run(membership: Arc<Membership>) {
     let mut known: HashSet<String> = HashSet::new();
     // At start, names of nodes that died while nobody watched are swept too.
     let mut sweep_strangers = true;
+    let mut refused = Refused::default();
+    membership
+        .registry
+        .metrics()
+        .cluster_broker_connected
+        .set(1);
     loop {
         tokio::select! {
             () = membership.stop.cancelled() => return,
@@ -61,12 +68,19 @@ pub(super) async fn run(membership: Arc<Membership>) {
                 if changed.is_err() {
                     return;
                 }
-                if *broker.borrow_and_update() == BrokerState::Connected {
+                let connected = *broker.borrow_and_update() == BrokerState::Connected;
+                membership
+                    .registry
+                    .metrics()
+                    .cluster_broker_connected
+                    .set(i64::from(connected));
+                if connected {
                     reconcile(&membership).await;
                     sweep_strangers = true;
                 }
             }
             _ = ticks.tick() => {
+                refused.export(&membership);
                 if !beat_once(&membership).await {
                     continue;
                 }
@@ -77,6 +91,39 @@ pub(super) async fn run(membership: Arc<Membership>) {
                     sweep_strangers = false;
                 }
                 known = live;
+            }
+        }
+    }
+}
+
+/// The refusal counts of the call transport, as last exported to the metrics.
+#[derive(Debug, Default)]
+struct Refused {
+    version: u64,
+    malformed: u64,
+    expired: u64,
+}
+
+impl Refused {
+    /// Adds what the transport refused since the last export to
+    /// `tcphub_cluster_calls_refused_total`.
+    fn export(&mut self, membership: &Membership) {
+        let stats = membership.rpc.stats();
+        let metric = &membership.registry.metrics().cluster_calls_refused;
+        for (reason, seen, now) in [
+            (
+                "unsupported_version",
+                &mut self.version,
+                stats.refused_version(),
+            ),
+            ("malformed", &mut self.malformed, stats.refused_malformed()),
+            ("expired", &mut self.expired, stats.expired()),
+        ] {
+            if now > *seen {
+                metric
+                    .get_or_create(&ReasonLabels { reason })
+                    .inc_by(now - *seen);
+                *seen = now;
             }
         }
     }
