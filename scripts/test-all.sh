@@ -14,8 +14,8 @@ eval "$(scripts/nats-servers.sh)"
 step "cargo test: unit, integration, the binary, the article's Node clients"
 cargo test --all-targets
 
-step "cluster NATS layer against nats-server 2.10, the oldest supported"
-NATS_SERVER_BIN="$NATS_SERVER_BIN_2_10" cargo test --test cluster_nats
+step "cluster mode against nats-server 2.10, the oldest supported"
+NATS_SERVER_BIN="$NATS_SERVER_BIN_2_10" cargo test --test cluster_nats --test cluster
 
 step "dashboard in headless Chromium"
 TCPHUB_BIN="${CARGO_TARGET_DIR:-target}/debug/tcphub" tests/e2e/run.sh
