@@ -392,3 +392,143 @@ async fn a_broker_restart_keeps_local_sends_and_the_names_come_back() {
     }
     assert_eq!(device.recv().await["message"], "back");
 }
+
+/// A node run as its own process, for the faults a process in this one cannot have.
+struct NodeProcess {
+    child: tokio::process::Child,
+    tcp_addr: String,
+}
+
+impl NodeProcess {
+    async fn start(server: &NatsServer, name: &str) -> NodeProcess {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tcphub"))
+            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--log-format", "json", "--node-name", name])
+            .args(["--cluster-nats-url", &server.url()])
+            .args(["--cluster-node-ttl", "2", "--cluster-heartbeat", "0.5"])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the hub binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut tcp_addr = String::new();
+        let joined = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let line: Value = serde_json::from_str(&line).unwrap_or_default();
+                if line["message"] == "tcphub listening" {
+                    tcp_addr = line["tcp"].as_str().unwrap_or_default().to_owned();
+                }
+                if line["message"] == "joined the cluster" {
+                    return;
+                }
+            }
+            panic!("the hub ended before joining the cluster");
+        };
+        tokio::time::timeout(PATIENCE, joined)
+            .await
+            .expect("the hub joins in time");
+        NodeProcess { child, tcp_addr }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_node_s_names_are_free_at_once_and_swept_within_the_ttl() {
+    let server = NatsServer::start();
+    let mut doomed = NodeProcess::start(&server, "doomed").await;
+    let b = node(
+        &server,
+        "b",
+        Config {
+            duplicate_names: DuplicateNames::Reject,
+            ..Config::default()
+        },
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(&doomed.tcp_addr)
+        .await
+        .expect("connects to the doomed node");
+    let mut victim = TestClient::from_stream(stream);
+    victim.sync("victim").await;
+    wait_until(&b, "/clients/victim", |client| client["name"] == "victim").await;
+
+    doomed.child.start_kill().expect("kill -9");
+    doomed.child.wait().await.expect("reaped");
+    // No wait for a timeout: the dead node has no subscription left.
+    let (status, body) = b.post("/clients/victim/send", json!({"message": 1})).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (404, &json!("client_not_found")),
+        "{body}"
+    );
+    // Even under reject the name is free: its holder's node is gone.
+    let mut heir = TestClient::synced(&b, "victim").await;
+    b.expect_marker_next(&mut heir, "victim").await;
+    // The dead node leaves the node table, and its names are swept.
+    wait_until(&b, "/nodes", |nodes| {
+        nodes["nodes"].as_array().map_or(0, Vec::len) == 1
+    })
+    .await;
+    let (_, list) = b.get("/clients").await;
+    assert_eq!(list["total"], 1, "{list}");
+    assert!(list.get("partial").is_none(), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_broker_stops_the_start_with_one_line_naming_it() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let url = format!("nats://{}", closed.local_addr().expect("its address"));
+    drop(closed);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tcphub"))
+        .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--cluster-nats-url", &url])
+        .output()
+        .await
+        .expect("the hub binary runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("tcphub: NATS broker unreachable at {url}: ")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_paused_past_the_ttl_gives_up_names_taken_meanwhile() {
+    let server = NatsServer::start();
+    let paused = NodeProcess::start(&server, "paused").await;
+    let b = node(&server, "b", Config::default()).await;
+    let stream = tokio::net::TcpStream::connect(&paused.tcp_addr)
+        .await
+        .expect("connects to the node to pause");
+    let mut stale = TestClient::from_stream(stream);
+    stale.sync("pump-3").await;
+    wait_until(&b, "/clients/pump-3", |client| client["name"] == "pump-3").await;
+
+    let pid = paused.child.id().expect("a running child") as i32;
+    let signal = |sig| assert_eq!(send_signal(pid, sig), 0);
+    signal(libc::SIGSTOP);
+    wait_until(&b, "/nodes", |nodes| {
+        nodes["nodes"].as_array().map_or(0, Vec::len) == 1
+    })
+    .await;
+    // The device reconnects through another node while the first is paused.
+    let mut fresh = TestClient::synced(&b, "pump-3").await;
+    signal(libc::SIGCONT);
+    // Back, the paused node learns the name moved and closes its stale socket.
+    stale.expect_bye("replaced").await;
+    b.expect_marker_next(&mut fresh, "pump-3").await;
+}
+
+/// Sends `signal` to process `pid` with the `kill` command (the crate
+/// forbids unsafe code, so no `libc::kill`).
+fn send_signal(pid: i32, signal: i32) -> i32 {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill runs");
+    status.code().unwrap_or(-1)
+}

@@ -1,6 +1,7 @@
 //! Liveness: every heartbeat a node writes its record (which expires a node
 //! ttl later), reads the live nodes, and sweeps the names of nodes that
-//! vanished; after the broker comes back it reconciles its own names.
+//! vanished; after the broker comes back, or after its own heartbeats stopped
+//! for a node ttl, it reconciles its own names.
 //!
 //! A sweep removes a name only at the revision its dead holder wrote, so a
 //! name taken over meanwhile is never removed, and several nodes sweeping
@@ -9,7 +10,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
 use super::broker::BrokerState;
@@ -56,6 +57,10 @@ pub(super) async fn run(membership: Arc<Membership>) {
     // At start, names of nodes that died while nobody watched are swept too.
     let mut sweep_strangers = true;
     let mut refused = Refused::default();
+    // A node whose heartbeats stopped for a node ttl (a paused process, a
+    // stalled machine) was taken for dead by the others, who may have swept
+    // and reclaimed its names: it reconciles before going on.
+    let mut last_beat = Instant::now();
     membership
         .registry
         .metrics()
@@ -81,8 +86,14 @@ pub(super) async fn run(membership: Arc<Membership>) {
             }
             _ = ticks.tick() => {
                 refused.export(&membership);
+                let presumed_dead = last_beat.elapsed() > membership.settings.node_ttl;
                 if !beat_once(&membership).await {
                     continue;
+                }
+                last_beat = Instant::now();
+                if presumed_dead {
+                    reconcile(&membership).await;
+                    sweep_strangers = true;
                 }
                 let live: HashSet<String> = membership.live_ids().into_iter().collect();
                 let gone: HashSet<String> = known.difference(&live).cloned().collect();
