@@ -17,6 +17,9 @@ cargo test --all-targets
 step "cluster mode against nats-server 2.10, the oldest supported"
 NATS_SERVER_BIN="$NATS_SERVER_BIN_2_10" cargo test --test cluster_nats --test cluster
 
+step "cluster behind HAProxy: three nodes, the shipped balancer config, a rolling restart; compose file"
+scripts/cluster-haproxy.sh "${CARGO_TARGET_DIR:-target}/debug/tcphub"
+
 step "dashboard in headless Chromium"
 TCPHUB_BIN="${CARGO_TARGET_DIR:-target}/debug/tcphub" tests/e2e/run.sh
 
