@@ -227,6 +227,14 @@ impl Mailbox {
         self.boxes().totals()
     }
 
+    /// Commits what is queued and closes the database (at the end of the
+    /// drain); without a data dir, nothing to do.
+    pub async fn close(&self) {
+        if let Some(store) = &self.store {
+            store.close().await;
+        }
+    }
+
     fn journal_removed(&self, numbers: Vec<u64>) {
         if let Some(store) = &self.store {
             store.delete(numbers);
