@@ -257,6 +257,7 @@ async fn mailboxes_are_listed_described_and_purged() {
     assert_eq!(list["mailboxes"].as_array().unwrap().len(), 1);
     assert_eq!(list["mailboxes"][0]["name"], "a-2");
     assert_eq!(list["mailboxes"][0]["pending"], 1);
+    assert_eq!(list["mailboxes"][0]["bytes"], 4); // "hi", quoted
     common::assert_millis_utc(list["mailboxes"][0]["oldestAt"].as_str().unwrap());
     let (_, one) = hub.get("/mailboxes/b").await;
     let stored = &one["messages"][0];

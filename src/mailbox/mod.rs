@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::config::Config;
-use memory::{Boxes, Offered, Refusal, Stored};
+use memory::{Boxes, Offered, Refusal, Stored, Summary};
 use sqlite::{OpenError, Row, Store, WriteError};
 
 /// Why a message was not stored; nothing was.
@@ -213,12 +213,7 @@ impl Mailbox {
     }
 
     /// Names with stored messages (see [`Boxes::names`]).
-    pub fn names(
-        &self,
-        prefix: &str,
-        offset: usize,
-        limit: usize,
-    ) -> (usize, Vec<(Arc<str>, usize, u64)>) {
+    pub fn names(&self, prefix: &str, offset: usize, limit: usize) -> (usize, Vec<Summary>) {
         self.boxes().names(prefix, offset, limit)
     }
 
