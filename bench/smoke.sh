@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Smoke test of the benchmark, for CI: builds and unit-tests the load tool, then runs each
 # scenario once with 20 clients against the given tcphub binary and against the Node seed
-# server. Exits non-zero on any lost, duplicated or misrouted message or failed registration.
-# Timing figures from here mean nothing; BENCHMARKS.md comes from bench/run.sh.
+# server, and the mailbox scenarios once at tiny N against tcphub on a data dir. Exits
+# non-zero on any lost, duplicated or misrouted message or failed registration.
+# Timing figures from here mean nothing; BENCHMARKS.md comes from bench/run.sh and
+# bench/mailbox.sh.
 #
 # Usage: bench/smoke.sh path/to/tcphub
+# Environment: BENCH_TARGET_DIR (cargo target dir for the load tool, default bench/target)
 set -euo pipefail
 
 TCPHUB=$(realpath "${1:?usage: $0 path/to/tcphub}")
 HERE=$(cd "$(dirname "$0")" && pwd)
 
+export CARGO_TARGET_DIR=${BENCH_TARGET_DIR:-$HERE/target}
 cargo test --release --locked --manifest-path "$HERE/Cargo.toml"
 cargo build --release --locked --manifest-path "$HERE/Cargo.toml"
-BENCH=$HERE/target/release/tcphub-bench
+BENCH=$CARGO_TARGET_DIR/release/tcphub-bench
 command -v node >/dev/null || { echo "smoke: node is needed for the seed server" >&2; exit 1; }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -45,4 +49,23 @@ for target in tcphub seed; do
     SERVER_PID=
   done
 done
-echo "bench smoke: tcphub and seed passed idle, fanout and direct; tcphub passed flood"
+DATA=$(mktemp -d)
+trap '[ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$DATA"' EXIT
+tcp=$(free_port) http=$(free_port)
+"$TCPHUB" --tcp-addr "127.0.0.1:$tcp" --http-addr "127.0.0.1:$http" --data-dir "$DATA/hub" >"$LOGS/mailbox.log" 2>&1 &
+SERVER_PID=$!
+"$BENCH" wait --addr "127.0.0.1:$tcp" --addr "127.0.0.1:$http"
+common=(--target tcphub --addr "127.0.0.1:$tcp" --http-addr "127.0.0.1:$http" --server-pid "$SERVER_PID"
+        --timeout-secs 5 --senders 4)
+for scenario in mailbox-store mailbox-return; do
+  case $scenario in
+    mailbox-store) "$BENCH" mailbox-store "${common[@]}" --clients 20 --messages 200 --warmup 20 ;;
+    mailbox-return) "$BENCH" mailbox-return "${common[@]}" --clients 0 --messages 50 --rounds 2 ;;
+  esac || { echo "smoke: tcphub $scenario failed; server log:" >&2; tail -20 "$LOGS/mailbox.log" >&2; exit 1; }
+done
+kill "$SERVER_PID"
+wait "$SERVER_PID" || true
+SERVER_PID=
+"$BENCH" mailbox-restart --hub-bin "$TCPHUB" --data-dir "$DATA/restart" --senders 4 --messages 200 --names 10 \
+  --restarts 1 --timeout-secs 20 || { echo "smoke: tcphub mailbox-restart failed" >&2; exit 1; }
+echo "bench smoke: tcphub and seed passed idle, fanout and direct; tcphub passed flood and the mailbox scenarios"

@@ -3,7 +3,9 @@
 # it on a private Docker engine, runs it, and checks what a user relies on: a TCP
 # client registers, the HTTP API (with its bearer token) lists it and delivers to
 # it, the health check turns healthy, and `docker stop` drains the hub (exit 0,
-# the client gets bye/shutdown).
+# the client gets bye/shutdown). A message sent with `?ttl=` to a name no client
+# holds is stored on the image's /data volume; after `docker start` of the same
+# container (same volume) the name connects and gets it, with the same id.
 #
 # This machine has no container registry, so the base images the Dockerfile's
 # FROM lines name are made locally under those exact names: a debootstrapped
@@ -32,6 +34,8 @@ suite=bookworm
 image=tcphub:smoke
 container=tcphub-smoke
 client_name=smoke-1
+# Absent until the container has restarted: its message waits in the mailbox.
+stored_name=smoke-away
 started_at=$SECONDS
 
 log() { printf '%s  %s\n' "$(date -u +%H:%M:%S)" "$*"; }
@@ -337,10 +341,59 @@ check_token_required() {
     docker rm "$container-no-token" >/dev/null
 }
 
+# Starts the smoke client for name $2 against TCP port $1; its milestones are read
+# with expect_client.
+start_client() {
+    local fifo=$work/client-$2.out
+    mkfifo "$fifo"
+    python3 -u "$repo/scripts/container/smoke_client.py" --port "$1" --name "$2" \
+        >"$fifo" 2>"$work/client-$2.log" &
+    client_pid=$!
+    exec {client_out}<"$fifo"
+    client_log=$work/client-$2.log
+}
+
 # Reads the client's next milestone line into client_line and checks it starts with $1.
 expect_client() {
     read -r -t 60 -u "$client_out" client_line || fail "client reported nothing within 60 s (waiting for $1)"
     [[ $client_line == "$1"* ]] || fail "client: expected $1, got: $client_line"
+}
+
+# Waits until the hub answers $1/readyz, or fails with the container's log.
+wait_ready() {
+    local attempt
+    for ((attempt = 0; ; attempt++)); do
+        curl --silent --fail --output /dev/null "$1/readyz" && return
+        if [[ "$(docker inspect --format '{{.State.Running}}' "$container")" != true ]] || ((attempt >= 150)); then
+            docker logs "$container" 2>&1 | tail -n 20
+            fail "the hub did not become ready on $1 within 30 s"
+        fi
+        sleep 0.2
+    done
+}
+
+# `docker stop` with the default timeout, on purpose: the image's drain must fit in
+# it. The connected client must get bye/shutdown and the container exit 0.
+stop_and_expect_drain() {
+    local stop_started=$SECONDS
+    docker stop "$container" >/dev/null
+    expect_client BYE
+    [[ $client_line == "BYE shutdown" ]] || fail "client got '$client_line' on docker stop, not 'BYE shutdown'"
+    expect_client CLOSED
+    wait "$client_pid" || fail "the client exited with status $? ($(cat "$client_log"))"
+    client_pid=
+    exec {client_out}<&-
+    local exit_code
+    exit_code=$(docker inspect --format '{{.State.ExitCode}}' "$container")
+    [[ $exit_code == 0 ]] || { docker logs "$container" 2>&1 | tail -n 20; fail "container exited $exit_code on docker stop"; }
+    pass "docker stop drained the hub in $((SECONDS - stop_started)) s: client got bye/shutdown, exit code 0"
+}
+
+# Prints field $2 of the JSON object in file $1: a string as it is, anything else as JSON.
+json_field() {
+    python3 -c 'import json, sys
+value = json.load(open(sys.argv[1]))[sys.argv[2]]
+print(value if isinstance(value, str) else json.dumps(value))' "$1" "$2"
 }
 
 run_image() {
@@ -353,22 +406,10 @@ run_image() {
         --health-interval=1s --health-timeout=3s --health-retries=3 \
         --env TCPHUB_TCP_ADDR="127.0.0.1:$tcp_port" --env TCPHUB_HTTP_ADDR="127.0.0.1:$http_port" \
         --env TCPHUB_API_TOKEN "$image" >/dev/null
-    local attempt
-    for ((attempt = 0; ; attempt++)); do
-        curl --silent --fail --output /dev/null "$api/readyz" && break
-        if [[ "$(docker inspect --format '{{.State.Running}}' "$container")" != true ]] || ((attempt >= 150)); then
-            docker logs "$container" 2>&1 | tail -n 20
-            fail "the hub did not become ready on $api within 30 s"
-        fi
-        sleep 0.2
-    done
+    wait_ready "$api"
     pass "container ready: TCP 127.0.0.1:$tcp_port, HTTP $api"
 
-    mkfifo "$work/client.out"
-    python3 -u "$repo/scripts/container/smoke_client.py" --port "$tcp_port" --name "$client_name" \
-        >"$work/client.out" 2>"$work/client.log" &
-    client_pid=$!
-    exec {client_out}<"$work/client.out"
+    start_client "$tcp_port" "$client_name"
     expect_client REGISTERED
     pass "TCP client registered as $client_name: $client_line"
 
@@ -391,7 +432,7 @@ sys.exit(0 if any(c.get("name") == sys.argv[2] for c in clients) else 1)' "$work
     [[ $status == 202 ]] || fail "POST /clients/$client_name/send answered $status: $(cat "$work/send.json")"
     pass "curl POST /clients/$client_name/send accepted (202)"
     expect_client DELIVERED
-    [[ $client_line == 'DELIVERED {"text": "hello from the smoke test"}' ]] \
+    [[ $client_line == "DELIVERED $(json_field "$work/send.json" id) {\"text\": \"hello from the smoke test\"}" ]] \
         || fail "client received the wrong message: $client_line"
     pass "the message arrived at the client"
 
@@ -407,18 +448,32 @@ sys.exit(0 if any(c.get("name") == sys.argv[2] for c in clients) else 1)' "$work
     }
     pass "docker health status is healthy (HEALTHCHECK tcphub healthcheck)"
 
-    # The default stop timeout on purpose: the image's drain must fit in it.
-    local stop_started=$SECONDS
-    docker stop "$container" >/dev/null
-    expect_client BYE
-    [[ $client_line == "BYE shutdown" ]] || fail "client got '$client_line' on docker stop, not 'BYE shutdown'"
-    expect_client CLOSED
-    wait "$client_pid" || fail "the client exited with status $? ($(cat "$work/client.log"))"
-    client_pid=
-    local exit_code
-    exit_code=$(docker inspect --format '{{.State.ExitCode}}' "$container")
-    [[ $exit_code == 0 ]] || { docker logs "$container" 2>&1 | tail -n 20; fail "container exited $exit_code on docker stop"; }
-    pass "docker stop drained the hub in $((SECONDS - stop_started)) s: client got bye/shutdown, exit code 0"
+    status=$(curl --silent --output "$work/stored.json" --write-out '%{http_code}' \
+        --header "Authorization: Bearer $token" --header 'Content-Type: application/json' \
+        --data '{"message":{"text":"kept across a restart"}}' "$api/clients/$stored_name/send?ttl=600")
+    local stored_id
+    stored_id=$(json_field "$work/stored.json" id)
+    [[ $status == 202 && $(json_field "$work/stored.json" stored) == true && $(json_field "$work/stored.json" queued) == 0 ]] \
+        || fail "POST /clients/$stored_name/send?ttl=600 (nobody holds the name) answered $status: $(cat "$work/stored.json")"
+    pass "curl POST /clients/$stored_name/send?ttl=600 stored the message for the absent name (202, id $stored_id)"
+
+    stop_and_expect_drain
+
+    # The same container again: the same /data volume, so the same mailbox database.
+    docker start "$container" >/dev/null
+    wait_ready "$api"
+    curl --silent --show-error --fail --header "Authorization: Bearer $token" "$api/mailboxes/$stored_name" \
+        >"$work/mailbox.json" || fail "GET /mailboxes/$stored_name after the restart failed"
+    [[ $(json_field "$work/mailbox.json" pending) == 1 ]] \
+        || fail "after the restart the mailbox of $stored_name is not 1 message: $(cat "$work/mailbox.json")"
+    pass "after docker start the mailbox of $stored_name still holds its message"
+    start_client "$tcp_port" "$stored_name"
+    expect_client REGISTERED
+    expect_client DELIVERED
+    [[ $client_line == "DELIVERED $stored_id {\"text\": \"kept across a restart\"}" ]] \
+        || fail "after the restart $stored_name got the wrong message: $client_line (sent id $stored_id)"
+    pass "$stored_name connected after the restart and got the stored message, id $stored_id"
+    stop_and_expect_drain
 
     if docker logs "$container" 2>&1 | grep --quiet --fixed-strings "$token"; then
         fail "the API token appears in the container log"

@@ -193,6 +193,8 @@ impl Hub {
                 streams, "shutdown grace ran out: HTTP connections cut short"
             );
         }
+        // Nothing can store or remove a message any more.
+        self.registry.mailbox().close().await;
         info!("shutdown complete");
         Ok(())
     }

@@ -257,6 +257,7 @@ async fn mailboxes_are_listed_described_and_purged() {
     assert_eq!(list["mailboxes"].as_array().unwrap().len(), 1);
     assert_eq!(list["mailboxes"][0]["name"], "a-2");
     assert_eq!(list["mailboxes"][0]["pending"], 1);
+    assert_eq!(list["mailboxes"][0]["bytes"], 4); // "hi", quoted
     common::assert_millis_utc(list["mailboxes"][0]["oldestAt"].as_str().unwrap());
     let (_, one) = hub.get("/mailboxes/b").await;
     let stored = &one["messages"][0];
@@ -467,6 +468,54 @@ async fn every_stored_202_survives_kill_9_and_is_delivered_once() {
     }
     assert_eq!(delivered, ids);
     let marker = http
+        .post(format!("http://{}/clients/dev/send", hub.http_addr))
+        .json(&json!({"message": "marker"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(marker.status(), 202);
+    assert_eq!(client.recv().await["message"], "marker");
+    drop(hub);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_drain_closes_the_database_with_its_removals_committed() {
+    let dir = scratch_dir("drain");
+    let mut hub = Binary::start(&dir).await;
+    let http = reqwest::Client::new();
+    let send = |query: &str| {
+        http.post(format!("http://{}/clients/dev/send{query}", hub.http_addr))
+            .json(&json!({"message": "once"}))
+            .send()
+    };
+    let sent: Value = send("?ttl=600").await.unwrap().json().await.unwrap();
+    let stream = tokio::net::TcpStream::connect(&hub.tcp_addr).await.unwrap();
+    let mut client = TestClient::from_stream(stream);
+    client.sync("dev").await;
+    assert_eq!(client.recv().await, message(&sent["id"], json!("once")));
+
+    // The delivery's removal is queued, not waited for: the drain commits it.
+    let pid = hub.child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-s", "TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = timeout(PATIENCE, hub.child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "{exit}");
+    // SQLite removes the WAL once a closing connection has merged it.
+    assert!(dir.join("mailbox.db").exists());
+    assert!(
+        !dir.join("mailbox.db-wal").exists(),
+        "the database was not closed"
+    );
+
+    let hub = Binary::start(&dir).await;
+    let stream = tokio::net::TcpStream::connect(&hub.tcp_addr).await.unwrap();
+    let mut client = TestClient::from_stream(stream);
+    client.sync("dev").await;
+    let marker = reqwest::Client::new()
         .post(format!("http://{}/clients/dev/send", hub.http_addr))
         .json(&json!({"message": "marker"}))
         .send()

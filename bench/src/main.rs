@@ -5,6 +5,7 @@
 //! duplicated or misrouted, or any client failed to register.
 
 mod http;
+mod mailbox;
 mod scenario;
 mod server;
 mod wire;
@@ -72,6 +73,9 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         messages: usize,
     },
+    /// The offline mailbox scenarios (tcphub only): see mailbox.rs.
+    #[command(flatten)]
+    Mailbox(mailbox::Scenario),
     /// Waits until every address accepts TCP connections (a freshly started server is up).
     Wait {
         /// An address to wait for; repeat for several.
@@ -89,6 +93,7 @@ impl Command {
             Command::Fanout { .. } => "fanout",
             Command::Direct { .. } => "direct",
             Command::Flood { .. } => "flood",
+            Command::Mailbox(scenario) => scenario.name(),
             Command::Wait { .. } => "wait",
         }
     }
@@ -141,6 +146,7 @@ async fn run(command: Command) -> Result<Option<(bool, Value)>> {
             wait_for(&addr, Duration::from_secs(timeout_secs)).await?;
             return Ok(None);
         }
+        Command::Mailbox(scenario) => return mailbox::run(scenario).await.map(Some),
         Command::Idle {
             common,
             settle_secs,

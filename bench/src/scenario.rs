@@ -54,7 +54,7 @@ pub struct Common {
 }
 
 impl Common {
-    fn source(&self, client: usize) -> Result<IpAddr> {
+    pub(crate) fn source(&self, client: usize) -> Result<IpAddr> {
         let last = usize::from(self.first_source) + client / self.clients_per_source.max(1);
         let last = u8::try_from(last)
             .ok()
@@ -63,19 +63,19 @@ impl Common {
         Ok(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
     }
 
-    fn patience(&self) -> Duration {
+    pub(crate) fn patience(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }
 }
 
 /// Receives what the subscribers are pushed.
-trait Sink: Send + Sync + 'static {
+pub(crate) trait Sink: Send + Sync + 'static {
     fn deliver(&self, client: usize, scope: Scope, payload: &[u8]);
 }
 
 /// The subscribers' registration outcome and later trouble, shared with their tasks.
 #[derive(Default)]
-struct FleetState {
+pub(crate) struct FleetState {
     registered: AtomicUsize,
     failed: AtomicUsize,
     settled: AtomicUsize,
@@ -90,7 +90,7 @@ impl FleetState {
         self.first_error.lock().unwrap().get_or_insert(error);
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "registered": self.registered.load(Relaxed),
             "registration_failures": self.failed.load(Relaxed),
@@ -99,14 +99,17 @@ impl FleetState {
         })
     }
 
-    fn healthy(&self, clients: usize) -> bool {
+    pub(crate) fn healthy(&self, clients: usize) -> bool {
         self.registered.load(Relaxed) == clients && self.dropped.load(Relaxed) == 0
     }
 }
 
 /// Opens `common.clients` subscribers, at most `connects_in_flight` registering at once, and
 /// returns when each has registered or failed, with the time that took.
-async fn open_fleet(common: &Common, sink: Arc<dyn Sink>) -> Result<(Arc<FleetState>, Duration)> {
+pub(crate) async fn open_fleet(
+    common: &Common,
+    sink: Arc<dyn Sink>,
+) -> Result<(Arc<FleetState>, Duration)> {
     let fleet = Arc::new(FleetState::default());
     let gate = Arc::new(Semaphore::new(common.connects_in_flight));
     let started = Instant::now();
@@ -164,7 +167,7 @@ async fn open_fleet(common: &Common, sink: Arc<dyn Sink>) -> Result<(Arc<FleetSt
 }
 
 /// A payload of `bytes` bytes (at least the tag) that starts with the tag a sink parses back.
-fn payload(tag: String, bytes: usize) -> String {
+pub(crate) fn payload(tag: String, bytes: usize) -> String {
     let mut text = tag;
     while text.len() < bytes {
         text.push('.');
@@ -173,7 +176,7 @@ fn payload(tag: String, bytes: usize) -> String {
 }
 
 /// Parses the `:`-separated numbers a payload starts with: `r12:` or `m7:d3:w1:`.
-fn tag_numbers<const N: usize>(payload: &[u8], letters: [u8; N]) -> Option<[usize; N]> {
+pub(crate) fn tag_numbers<const N: usize>(payload: &[u8], letters: [u8; N]) -> Option<[usize; N]> {
     let mut numbers = [0; N];
     let mut fields = payload.split(|&b| b == b':');
     for (number, letter) in numbers.iter_mut().zip(letters) {
@@ -189,7 +192,7 @@ fn stamp(epoch: Instant) -> u64 {
 }
 
 /// Milliseconds at quantile `q` of sorted nanosecond samples.
-fn quantile_ms(sorted: &[u64], q: f64) -> Option<f64> {
+pub(crate) fn quantile_ms(sorted: &[u64], q: f64) -> Option<f64> {
     let at = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
     sorted.get(at).map(|&ns| ns as f64 / 1e6)
 }
@@ -454,10 +457,10 @@ impl Sink for Sends {
 }
 
 /// A small deterministic generator (xorshift64*), so every target gets the same destinations.
-struct Destinations(u64);
+pub(crate) struct Destinations(pub(crate) u64);
 
 impl Destinations {
-    fn next(&mut self, bound: usize) -> usize {
+    pub(crate) fn next(&mut self, bound: usize) -> usize {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;

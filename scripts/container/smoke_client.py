@@ -1,8 +1,8 @@
 """TCP client for the container smoke test.
 
 Registers a name with the hub, then reports each milestone the smoke test waits
-for as one line on stdout: REGISTERED <session id>, DELIVERED <message>,
-BYE <reason>, CLOSED. Anything unexpected is reported as UNEXPECTED <frame>
+for as one line on stdout: REGISTERED <session id>, DELIVERED <message id>
+<message>, BYE <reason>, CLOSED. Anything unexpected is reported as UNEXPECTED <frame>
 and ends the client with a non-zero status, so the driving script can tell a
 wrong frame from a missing one.
 """
@@ -51,7 +51,7 @@ def main() -> int:
                 report(f"REGISTERED {frame.get('id')}")
                 expected = "message"
             elif expected == "message" and kind == "message" and frame.get("scope") == "direct":
-                report(f"DELIVERED {json.dumps(frame.get('message'))}")
+                report(f"DELIVERED {frame.get('id')} {json.dumps(frame.get('message'))}")
                 expected = "bye"
             elif expected == "bye" and kind == "bye":
                 report(f"BYE {frame.get('reason')}")

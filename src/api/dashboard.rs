@@ -16,6 +16,7 @@ const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
 const CHART_JS: &str = include_str!("dashboard/chart.js");
 const FEED_JS: &str = include_str!("dashboard/feed.js");
+const MAILBOXES_JS: &str = include_str!("dashboard/mailboxes.js");
 const STYLE_CSS: &str = include_str!("dashboard/style.css");
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -30,14 +31,16 @@ const PAGE_PATH: &str = "/";
 const SCRIPT_PATH: &str = "/dashboard/app.js";
 const CHART_PATH: &str = "/dashboard/chart.js";
 const FEED_PATH: &str = "/dashboard/feed.js";
+const MAILBOXES_PATH: &str = "/dashboard/mailboxes.js";
 const STYLESHEET_PATH: &str = "/dashboard/style.css";
 
 /// Every path [`routes`] serves. None holds data, so the API's bearer auth lets them through.
-pub const PATHS: [&str; 5] = [
+pub const PATHS: [&str; 6] = [
     PAGE_PATH,
     SCRIPT_PATH,
     CHART_PATH,
     FEED_PATH,
+    MAILBOXES_PATH,
     STYLESHEET_PATH,
 ];
 
@@ -48,6 +51,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(SCRIPT_PATH, get(|| script(APP_JS)))
         .route(CHART_PATH, get(|| script(CHART_JS)))
         .route(FEED_PATH, get(|| script(FEED_JS)))
+        .route(MAILBOXES_PATH, get(|| script(MAILBOXES_JS)))
         .route(STYLESHEET_PATH, get(stylesheet))
 }
 
@@ -101,6 +105,7 @@ mod tests {
             (JAVASCRIPT, APP_JS),
             (JAVASCRIPT, CHART_JS),
             (JAVASCRIPT, FEED_JS),
+            (JAVASCRIPT, MAILBOXES_JS),
             (CSS, STYLE_CSS),
         ];
         for (path, (content_type, body)) in PATHS.into_iter().zip(served) {
@@ -118,7 +123,7 @@ mod tests {
         let (_, headers, page) = fetch("/").await;
         assert_eq!(headers[CONTENT_SECURITY_POLICY], PAGE_POLICY);
         assert!(page.contains(r#"<script type="module" src="/dashboard/app.js"></script>"#));
-        for module in ["./chart.js", "./feed.js"] {
+        for module in ["./chart.js", "./feed.js", "./mailboxes.js"] {
             assert!(APP_JS.contains(&format!("from '{module}';")), "{module}");
         }
         assert!(page.contains(r#"<link rel="stylesheet" href="/dashboard/style.css">"#));

@@ -23,12 +23,14 @@ const DEFAULT_LIMIT: usize = 1000;
 /// A name with stored messages.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[schema(example = json!({"name": "Client-1", "pending": 2, "oldestAt": "2026-11-25T18:40:30.120Z"}))]
+#[schema(example = json!({"name": "Client-1", "pending": 2, "bytes": 28, "oldestAt": "2026-11-25T18:40:30.120Z"}))]
 pub struct MailboxSummary {
     /// The name the messages are for.
     pub name: String,
     /// Messages stored for it.
     pub pending: usize,
+    /// Bytes of their JSON text.
+    pub bytes: u64,
     /// When the oldest of them was stored (RFC 3339 UTC with milliseconds).
     #[schema(format = DateTime)]
     pub oldest_at: String,
@@ -121,10 +123,11 @@ pub async fn list(
     );
     let mailboxes = page
         .into_iter()
-        .map(|(name, pending, oldest)| MailboxSummary {
-            name: name.to_string(),
-            pending,
-            oldest_at: rfc3339(at_ms(oldest)),
+        .map(|summary| MailboxSummary {
+            name: summary.name.to_string(),
+            pending: summary.pending,
+            bytes: summary.bytes,
+            oldest_at: rfc3339(at_ms(summary.oldest_ms)),
         })
         .collect();
     Ok(Json(MailboxList { total, mailboxes }))

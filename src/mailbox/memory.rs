@@ -46,6 +46,19 @@ pub struct Offered {
     pub until_ack: bool,
 }
 
+/// One name's stored messages, in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The name.
+    pub name: Arc<str>,
+    /// How many messages it has stored.
+    pub pending: usize,
+    /// Bytes of their JSON text.
+    pub bytes: u64,
+    /// When the oldest was stored, in milliseconds since the Unix epoch.
+    pub oldest_ms: u64,
+}
+
 /// Why a message was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -208,13 +221,8 @@ impl Boxes {
     }
 
     /// Names with durable messages starting with `prefix`: how many in all, and
-    /// the page `offset..offset+limit` as (name, pending, oldest stored_at).
-    pub fn names(
-        &self,
-        prefix: &str,
-        offset: usize,
-        limit: usize,
-    ) -> (usize, Vec<(Arc<str>, usize, u64)>) {
+    /// the page `offset..offset+limit`.
+    pub fn names(&self, prefix: &str, offset: usize, limit: usize) -> (usize, Vec<Summary>) {
         let matching = self
             .by_name
             .range::<str, _>((
@@ -224,8 +232,17 @@ impl Boxes {
             .take_while(|(name, _)| name.starts_with(prefix))
             .filter_map(|(name, queue)| {
                 let mut durable = queue.iter().filter(|s| s.durable);
-                let oldest = durable.next()?.stored_at_ms;
-                Some((Arc::clone(name), 1 + durable.count(), oldest))
+                let oldest = durable.next()?;
+                let (pending, bytes) = durable
+                    .fold((1, oldest.size), |(pending, bytes), stored| {
+                        (pending + 1, bytes + stored.size)
+                    });
+                Some(Summary {
+                    name: Arc::clone(name),
+                    pending,
+                    bytes,
+                    oldest_ms: oldest.stored_at_ms,
+                })
             });
         let mut total = 0;
         let mut page = Vec::new();
@@ -307,6 +324,31 @@ mod tests {
         assert_eq!((second.len(), second[0].redelivered), (1, true));
         assert!(boxes.remove("a", 1).is_some());
         assert_eq!(boxes.totals(), (0, 0));
+    }
+
+    #[test]
+    fn names_are_listed_with_their_durable_messages_and_bytes() {
+        let mut boxes = Boxes::default();
+        boxes.reserve("a-1", message(1, false), 10, 100).unwrap();
+        boxes.reserve("a-1", message(2, false), 10, 100).unwrap();
+        let pending = Stored {
+            durable: false,
+            ..message(3, false)
+        };
+        boxes.reserve("a-1", pending, 10, 100).unwrap();
+        boxes.reserve("a-2", message(4, false), 10, 100).unwrap();
+        boxes.reserve("b", message(5, false), 10, 100).unwrap();
+        let summary = |name: &str, pending, bytes, oldest_ms| Summary {
+            name: Arc::from(name),
+            pending,
+            bytes,
+            oldest_ms,
+        };
+        assert_eq!(
+            boxes.names("a-", 0, 10),
+            (2, vec![summary("a-1", 2, 20, 1), summary("a-2", 1, 10, 4)])
+        );
+        assert_eq!(boxes.names("", 2, 1), (3, vec![summary("b", 1, 10, 5)]));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::config::Config;
-use memory::{Boxes, Offered, Refusal, Stored};
+use memory::{Boxes, Offered, Refusal, Stored, Summary};
 use sqlite::{OpenError, Row, Store, WriteError};
 
 /// Why a message was not stored; nothing was.
@@ -213,18 +213,21 @@ impl Mailbox {
     }
 
     /// Names with stored messages (see [`Boxes::names`]).
-    pub fn names(
-        &self,
-        prefix: &str,
-        offset: usize,
-        limit: usize,
-    ) -> (usize, Vec<(Arc<str>, usize, u64)>) {
+    pub fn names(&self, prefix: &str, offset: usize, limit: usize) -> (usize, Vec<Summary>) {
         self.boxes().names(prefix, offset, limit)
     }
 
     /// Messages and bytes stored.
     pub fn totals(&self) -> (usize, u64) {
         self.boxes().totals()
+    }
+
+    /// Commits what is queued and closes the database (at the end of the
+    /// drain); without a data dir, nothing to do.
+    pub async fn close(&self) {
+        if let Some(store) = &self.store {
+            store.close().await;
+        }
     }
 
     fn journal_removed(&self, numbers: Vec<u64>) {

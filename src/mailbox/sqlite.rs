@@ -7,6 +7,10 @@
 //! acked, expired, purged) are not waited for: lost in a crash, they only mean
 //! that a message is delivered again, which at-least-once allows.
 //!
+//! A batch that fails because the disk is full answers its sends with
+//! [`WriteError::DiskFull`]; its removals are kept and retried with every
+//! later batch, so that they are committed once there is room again.
+//!
 //! The schema is versioned with `PRAGMA user_version` and migrated at open; a
 //! database from a newer tcphub is refused rather than guessed at.
 
@@ -17,7 +21,7 @@ use std::sync::mpsc;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde_json::Value;
 use tokio::sync::oneshot;
-use tracing::error;
+use tracing::{error, info, warn};
 
 use super::memory::Stored;
 
@@ -30,6 +34,9 @@ const MAX_BATCH: usize = 1024;
 /// Message numbers of one boot: each start begins a fresh block of ids, so an
 /// id is never issued twice, even for messages that left the database.
 const IDS_PER_BOOT: u64 = 1 << 32;
+/// Free space the data dir must have at start: the WAL index alone takes
+/// 32 KiB, and the first commit and the checkpoint at close need some more.
+const ROOM_TO_START: usize = 64 * 1024;
 
 /// Why the store could not be opened; each renders as one line.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +44,15 @@ pub enum OpenError {
     /// The data dir cannot be created or written.
     #[error("data dir {0} is not writable: {1}")]
     NotWritable(PathBuf, String),
+    /// The disk holding the data dir is full.
+    #[error("data dir {0} has no room left: {1}; free some space or use another --data-dir")]
+    DiskFull(PathBuf, String),
     /// The file is not a database this build can read.
     #[error("mailbox database {0} is unreadable (corrupt or not a database): {1}")]
     Unreadable(PathBuf, String),
+    /// The database could not be opened for another reason (an I/O error).
+    #[error("mailbox database {0} cannot be opened: {1}")]
+    Failed(PathBuf, String),
     /// The schema is newer than this build knows.
     #[error(
         "mailbox database {0} has schema version {1}, newer than this tcphub supports ({SCHEMA_VERSION}); \
@@ -79,10 +92,13 @@ pub struct Row {
 enum Op {
     Insert(Row, oneshot::Sender<Result<(), WriteError>>),
     Delete(Vec<u64>),
+    /// Commit what came before, close the database and end the thread.
+    Close(oneshot::Sender<()>),
 }
 
-/// The handle on the writer thread; the thread ends when the handle is dropped.
-#[derive(Debug, Clone)]
+/// The handle on the writer thread; the thread ends when the handle is dropped
+/// or [`Store::close`] is called.
+#[derive(Debug)]
 pub struct Store {
     ops: mpsc::Sender<Op>,
 }
@@ -92,6 +108,7 @@ impl std::fmt::Debug for Op {
         match self {
             Op::Insert(row, _) => write!(f, "Insert({})", row.number),
             Op::Delete(numbers) => write!(f, "Delete({numbers:?})"),
+            Op::Close(_) => write!(f, "Close"),
         }
     }
 }
@@ -115,21 +132,27 @@ impl Store {
             OpenError::NotWritable(dir.to_path_buf(), err.to_string())
         };
         std::fs::create_dir_all(dir).map_err(|err| not_writable(&err))?;
-        // SQLite would open a database in a read-only directory and fail only
-        // at the first write (it cannot create its journal): find out now.
+        // SQLite would open a database in a read-only directory, or on a full
+        // disk, and fail only at the first write (or with a bare "disk I/O
+        // error" while it sets up its WAL index): find out now.
         let probe = dir.join(".tcphub-write-probe");
-        std::fs::write(&probe, b"").map_err(|err| not_writable(&err))?;
+        let probed = std::fs::write(&probe, vec![0; ROOM_TO_START]);
         let _ = std::fs::remove_file(&probe);
+        probed.map_err(|err| match err.kind() {
+            std::io::ErrorKind::StorageFull => {
+                OpenError::DiskFull(dir.to_path_buf(), err.to_string())
+            }
+            _ => not_writable(&err),
+        })?;
         let path = dir.join(FILE_NAME);
-        let unreadable =
-            |err: rusqlite::Error| OpenError::Unreadable(path.clone(), err.to_string());
-        let mut conn = Connection::open(&path).map_err(unreadable)?;
+        let failed = |err: rusqlite::Error| open_failure(dir, &path, &err);
+        let mut conn = Connection::open(&path).map_err(failed)?;
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(unreadable)?;
+            .map_err(failed)?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(unreadable)?;
-        migrate(&mut conn, &path)?;
-        let loaded = load(&mut conn, now_ms).map_err(unreadable)?;
+            .map_err(failed)?;
+        migrate(&mut conn, dir, &path)?;
+        let loaded = load(&mut conn, now_ms).map_err(failed)?;
         let (ops, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("mailbox-writer".into())
@@ -150,25 +173,45 @@ impl Store {
     /// Removes messages, in the next batch, without waiting for it.
     pub fn delete(&self, numbers: Vec<u64>) {
         if !numbers.is_empty() {
-            // The writer is gone only if it panicked; the rows then stay, to be
-            // delivered again after a restart.
+            // The writer is gone only once closed (after the drain) or if it
+            // panicked; the rows then stay, to be delivered again after a restart.
             let _ = self.ops.send(Op::Delete(numbers));
+        }
+    }
+
+    /// Commits what is queued, closes the database (merging its WAL into the
+    /// file) and ends the writer; later writes fail.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.ops.send(Op::Close(done)).is_ok() {
+            let _ = closed.await;
         }
     }
 }
 
+/// What an error at open means: a full disk, a file that is not a database
+/// (or a damaged one), or another failure, such as an I/O error.
+fn open_failure(dir: &Path, path: &Path, err: &rusqlite::Error) -> OpenError {
+    match err.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => OpenError::DiskFull(dir.to_path_buf(), err.to_string()),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            OpenError::Unreadable(path.to_path_buf(), err.to_string())
+        }
+        _ => OpenError::Failed(path.to_path_buf(), err.to_string()),
+    }
+}
+
 /// Brings the schema to [`SCHEMA_VERSION`].
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
-    let unreadable =
-        |err: rusqlite::Error| OpenError::Unreadable(path.to_path_buf(), err.to_string());
+fn migrate(conn: &mut Connection, dir: &Path, path: &Path) -> Result<(), OpenError> {
+    let failed = |err: rusqlite::Error| open_failure(dir, path, &err);
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(unreadable)?;
+        .map_err(failed)?;
     if version > SCHEMA_VERSION {
         return Err(OpenError::TooNew(path.to_path_buf(), version));
     }
     if version < 1 {
-        let tx = conn.transaction().map_err(unreadable)?;
+        let tx = conn.transaction().map_err(failed)?;
         tx.execute_batch(
             "CREATE TABLE messages (
                 number INTEGER PRIMARY KEY,
@@ -182,8 +225,8 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
             PRAGMA user_version = 1;",
         )
-        .map_err(unreadable)?;
-        tx.commit().map_err(unreadable)?;
+        .map_err(failed)?;
+        tx.commit().map_err(failed)?;
     }
     Ok(())
 }
@@ -244,31 +287,76 @@ fn load(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<Loaded> {
     })
 }
 
-/// The writer thread: one transaction per batch of waiting operations.
+/// The writer thread: one transaction per batch of waiting operations, until
+/// the store is closed or dropped.
 fn write_batches(mut conn: Connection, ops: &mpsc::Receiver<Op>) {
+    // Removals of batches that failed, tried again with each later batch.
+    let mut unremoved: Vec<u64> = Vec::new();
+    let mut full = false;
+    let mut closing = None;
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && !matches!(batch.last(), Some(Op::Close(_))) {
             match ops.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,
             }
         }
+        if let Some(Op::Close(_)) = batch.last() {
+            if let Some(Op::Close(done)) = batch.pop() {
+                closing = Some(done);
+            }
+        }
+        if !unremoved.is_empty() {
+            batch.push(Op::Delete(std::mem::take(&mut unremoved)));
+        }
+        if batch.is_empty() {
+            break;
+        }
         let outcome = apply(&mut conn, &batch).map_err(|err| {
-            let full = err.sqlite_error_code() == Some(ErrorCode::DiskFull);
-            if full {
+            if err.sqlite_error_code() == Some(ErrorCode::DiskFull) {
                 WriteError::DiskFull
             } else {
                 error!(%err, "mailbox write failed");
                 WriteError::Failed
             }
         });
+        match outcome {
+            Err(WriteError::DiskFull) if !full => {
+                full = true;
+                warn!(
+                    "mailbox database: the disk is full; sends that store get 503 mailbox_full until there is room"
+                );
+            }
+            Ok(()) if full => {
+                full = false;
+                info!("mailbox database: there is room on the disk again");
+            }
+            _ => {}
+        }
         for op in batch {
-            if let Op::Insert(_, done) = op {
+            match op {
                 // The sender may have given up (its request was dropped).
-                let _ = done.send(outcome);
+                Op::Insert(_, done) => drop(done.send(outcome)),
+                Op::Delete(numbers) if outcome.is_err() => unremoved.extend(numbers),
+                Op::Delete(_) | Op::Close(_) => {}
             }
         }
+        if closing.is_some() {
+            break;
+        }
+    }
+    if !unremoved.is_empty() {
+        warn!(
+            messages = unremoved.len(),
+            "mailbox database: removals not committed (the disk is full); those messages are delivered again after a restart"
+        );
+    }
+    if let Err((_, err)) = conn.close() {
+        error!(%err, "closing the mailbox database failed");
+    }
+    if let Some(done) = closing {
+        let _ = done.send(());
     }
 }
 
@@ -297,6 +385,7 @@ fn apply(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
                         delete.execute([*number as i64])?;
                     }
                 }
+                Op::Close(_) => {}
             }
         }
     }

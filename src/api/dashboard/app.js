@@ -1,9 +1,10 @@
 // The tcphub dashboard's behaviour: follows the hub through its HTTP API (GET /clients,
-// GET /groups/{group}, GET /events, GET /metrics), drives it (send, send to a group,
-// broadcast, kick), and asks for the API
+// GET /groups/{group}, GET /events, GET /metrics, GET /mailboxes), drives it (send, send
+// to a group, broadcast, kick, purge a mailbox), and asks for the API
 // token when the hub wants one. Plain browser JavaScript modules: no framework, no build step.
 import { drawChart } from './chart.js';
 import { EventFeed } from './feed.js';
+import { MAILBOX_EVENTS, MailboxPanel } from './mailboxes.js';
 
 const PAGE_SIZE = 50;
 const TICK_MS = 500;
@@ -20,7 +21,9 @@ const RECONNECT_MAX_MS = 30000;
 const KICK_CONFIRM_MS = 4000;
 const TOKEN_KEY = 'tcphub.apiToken';
 // What the feed shows. Acks are left out: one per pushed message, they would bury the rest.
-const FOLLOWED_EVENTS = 'client.connected,client.named,client.message,client.disconnected,message.dropped,client.groups';
+// Mailbox events only tell the mailbox panel to re-read its listing.
+const FOLLOWED_EVENTS = ['client.connected', 'client.named', 'client.message', 'client.disconnected',
+  'message.dropped', 'client.groups', ...MAILBOX_EVENTS].join(',');
 const DROP_EVENT = 'message.dropped';
 const MESSAGE_EVENT = 'client.message';
 const METRIC_CONNECTED = 'tcphub_clients_connected';
@@ -50,6 +53,11 @@ let figuresAt = 0;
 const samples = [];
 let counterSample = null;
 const feed = new EventFeed($('feed-list'), $('feed-status'));
+const mailboxes = new MailboxPanel(
+  { body: $('mailboxes-body'), empty: $('mailboxes-empty'), summary: $('mailboxes-summary'), result: $('mailboxes-result') },
+  { api, problemDetail, isRefused: (error) => error instanceof Unauthorized },
+  { count: numberFormat.format, bytes: formatBytes, time: setTime },
+);
 let eventsAbort = null;
 let lastEventId = null;
 // The client detail panel: which client, the stream of its info messages, the newest shown.
@@ -460,8 +468,9 @@ async function readMetrics() {
 async function refreshFigures() {
   if (hub.locked) return;
   figuresAt = Date.now();
+  // Acks and purges by others change the mailboxes without a followed event: re-read them too.
   const [connected, named, metrics] = await Promise.allSettled([
-    countClients(''), countClients('&named=true'), readMetrics(),
+    countClients(''), countClients('&named=true'), readMetrics(), mailboxes.refresh(),
   ]);
   const show = (id, outcome, format) => {
     $(id).textContent = outcome.status === 'fulfilled' && Number.isFinite(outcome.value)
@@ -613,11 +622,16 @@ function onHubEvent(sse) {
   badge.dataset.lastEvent = sse.type;
   badge.title = `Following GET /events; last event: ${sse.type} at ${new Date().toLocaleTimeString()}`;
   if (sse.id !== null) lastEventId = sse.id;
+  if (MAILBOX_EVENTS.includes(sse.type)) {
+    mailboxes.changed();
+    return;
+  }
   const event = parseEvent(sse);
   if (event) {
     feed.add(event);
     panelSees(event);
   }
+  if (event?.type === 'events.missed') mailboxes.changed();
   const traffic = sse.type === DROP_EVENT || sse.type === MESSAGE_EVENT;
   scheduleRefresh(traffic ? TRAFFIC_DEBOUNCE_MS : MEMBERSHIP_DEBOUNCE_MS);
 }
