@@ -51,6 +51,12 @@ pub struct Common {
     /// How long to wait for any one registration, round or message before counting it lost.
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
+    /// Groups each subscriber joins in its `sync` (tcphub only; see `groups::memberships`).
+    #[arg(long, default_value_t = 0)]
+    pub groups_per_client: usize,
+    /// Members of each group of the second kind (`b-<n>`), the small group of the group scenario.
+    #[arg(long, default_value_t = 100)]
+    pub group_size: usize,
 }
 
 impl Common {
@@ -63,19 +69,19 @@ impl Common {
         Ok(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
     }
 
-    fn patience(&self) -> Duration {
+    pub(crate) fn patience(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }
 }
 
 /// Receives what the subscribers are pushed.
-trait Sink: Send + Sync + 'static {
+pub(crate) trait Sink: Send + Sync + 'static {
     fn deliver(&self, client: usize, scope: Scope, payload: &[u8]);
 }
 
 /// The subscribers' registration outcome and later trouble, shared with their tasks.
 #[derive(Default)]
-struct FleetState {
+pub(crate) struct FleetState {
     registered: AtomicUsize,
     failed: AtomicUsize,
     settled: AtomicUsize,
@@ -90,7 +96,7 @@ impl FleetState {
         self.first_error.lock().unwrap().get_or_insert(error);
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "registered": self.registered.load(Relaxed),
             "registration_failures": self.failed.load(Relaxed),
@@ -99,20 +105,24 @@ impl FleetState {
         })
     }
 
-    fn healthy(&self, clients: usize) -> bool {
+    pub(crate) fn healthy(&self, clients: usize) -> bool {
         self.registered.load(Relaxed) == clients && self.dropped.load(Relaxed) == 0
     }
 }
 
 /// Opens `common.clients` subscribers, at most `connects_in_flight` registering at once, and
 /// returns when each has registered or failed, with the time that took.
-async fn open_fleet(common: &Common, sink: Arc<dyn Sink>) -> Result<(Arc<FleetState>, Duration)> {
+pub(crate) async fn open_fleet(
+    common: &Common,
+    sink: Arc<dyn Sink>,
+) -> Result<(Arc<FleetState>, Duration)> {
     let fleet = Arc::new(FleetState::default());
     let gate = Arc::new(Semaphore::new(common.connects_in_flight));
     let started = Instant::now();
     for client in 0..common.clients {
         let permit = gate.clone().acquire_owned().await?;
         let (fleet, sink, source) = (fleet.clone(), sink.clone(), common.source(client)?);
+        let groups = crate::groups::memberships(client, common);
         let (target, addr, patience, total) = (
             common.target,
             common.addr,
@@ -121,8 +131,11 @@ async fn open_fleet(common: &Common, sink: Arc<dyn Sink>) -> Result<(Arc<FleetSt
         );
         tokio::spawn(async move {
             let name = client_name(client);
-            let registered =
-                timeout(patience, ClientConn::register(target, addr, source, &name)).await;
+            let registered = timeout(
+                patience,
+                ClientConn::register(target, addr, source, &name, &groups),
+            )
+            .await;
             drop(permit);
             let conn = match registered {
                 Ok(Ok(conn)) => {
@@ -164,7 +177,7 @@ async fn open_fleet(common: &Common, sink: Arc<dyn Sink>) -> Result<(Arc<FleetSt
 }
 
 /// A payload of `bytes` bytes (at least the tag) that starts with the tag a sink parses back.
-fn payload(tag: String, bytes: usize) -> String {
+pub(crate) fn payload(tag: String, bytes: usize) -> String {
     let mut text = tag;
     while text.len() < bytes {
         text.push('.');
@@ -173,7 +186,7 @@ fn payload(tag: String, bytes: usize) -> String {
 }
 
 /// Parses the `:`-separated numbers a payload starts with: `r12:` or `m7:d3:w1:`.
-fn tag_numbers<const N: usize>(payload: &[u8], letters: [u8; N]) -> Option<[usize; N]> {
+pub(crate) fn tag_numbers<const N: usize>(payload: &[u8], letters: [u8; N]) -> Option<[usize; N]> {
     let mut numbers = [0; N];
     let mut fields = payload.split(|&b| b == b':');
     for (number, letter) in numbers.iter_mut().zip(letters) {
@@ -184,12 +197,12 @@ fn tag_numbers<const N: usize>(payload: &[u8], letters: [u8; N]) -> Option<[usiz
 }
 
 /// Nanoseconds since `epoch`, plus one so that zero can mean "not yet".
-fn stamp(epoch: Instant) -> u64 {
+pub(crate) fn stamp(epoch: Instant) -> u64 {
     epoch.elapsed().as_nanos() as u64 + 1
 }
 
 /// Milliseconds at quantile `q` of sorted nanosecond samples.
-fn quantile_ms(sorted: &[u64], q: f64) -> Option<f64> {
+pub(crate) fn quantile_ms(sorted: &[u64], q: f64) -> Option<f64> {
     let at = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
     sorted.get(at).map(|&ns| ns as f64 / 1e6)
 }
