@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Smoke test of the benchmark, for CI: builds and unit-tests the load tool, then runs each
 # scenario once with 20 clients against the given tcphub binary and against the Node seed
-# server, and the mailbox scenarios once at tiny N against tcphub on a data dir. Exits
-# non-zero on any lost, duplicated or misrouted message or failed registration.
-# Timing figures from here mean nothing; BENCHMARKS.md comes from bench/run.sh and
+# server (the group and bulk scenarios against tcphub only), the floor program both ways,
+# and the mailbox scenarios once at tiny N against tcphub on a data dir. Exits non-zero on
+# any lost, duplicated or misrouted message or failed registration. Timing figures from
+# here mean nothing; BENCHMARKS.md comes from bench/run.sh, bench/groups.sh and
 # bench/mailbox.sh.
 #
 # Usage: bench/smoke.sh path/to/tcphub
-# Environment: BENCH_TARGET_DIR (cargo target dir for the load tool, default bench/target)
+# Environment: BENCH_TARGET_DIR (cargo target dir for the load tool, default bench/target).
 set -euo pipefail
 
 TCPHUB=$(realpath "${1:?usage: $0 path/to/tcphub}")
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-export CARGO_TARGET_DIR=${BENCH_TARGET_DIR:-$HERE/target}
-cargo test --release --locked --manifest-path "$HERE/Cargo.toml"
-cargo build --release --locked --manifest-path "$HERE/Cargo.toml"
-BENCH=$CARGO_TARGET_DIR/release/tcphub-bench
+BENCH_TARGET=${BENCH_TARGET_DIR:-$HERE/target}
+CARGO_TARGET_DIR=$BENCH_TARGET cargo test --release --locked --manifest-path "$HERE/Cargo.toml"
+CARGO_TARGET_DIR=$BENCH_TARGET cargo build --release --locked --manifest-path "$HERE/Cargo.toml"
+BENCH=$BENCH_TARGET/release/tcphub-bench
+gcc -O2 -Wall -o "$BENCH_TARGET/floor" "$HERE/floor.c"
+"$BENCH_TARGET/floor" 50 2 >/dev/null
+"$BENCH_TARGET/floor" 50 2 any >/dev/null
 command -v node >/dev/null || { echo "smoke: node is needed for the seed server" >&2; exit 1; }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -26,9 +30,10 @@ trap '[ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true' EXIT
 LOGS=$(mktemp -d)
 
 for target in tcphub seed; do
-  for scenario in idle fanout direct flood; do
-    # The seed design has no inbound limits: a flood only measures Node's event loop.
-    [ "$target-$scenario" = seed-flood ] && continue
+  for scenario in idle fanout direct flood group bulk; do
+    # The seed design has no inbound limits (a flood only measures Node's event loop), no
+    # groups and no bulk sends.
+    case $target-$scenario in seed-flood | seed-group | seed-bulk) continue ;; esac
     tcp=$(free_port) http=$(free_port)
     case $target in
       tcphub) "$TCPHUB" --tcp-addr "127.0.0.1:$tcp" --http-addr "127.0.0.1:$http" >"$LOGS/$target.log" 2>&1 & ;;
@@ -43,6 +48,9 @@ for target in tcphub seed; do
       fanout) "$BENCH" fanout "${common[@]}" --rounds 5 --warmup 1 ;;
       direct) "$BENCH" direct "${common[@]}" --inflight 4 --messages 200 ;;
       flood) "$BENCH" flood "${common[@]}" --flooders 5 --messages 200 ;;
+      group) "$BENCH" group "${common[@]}" --groups-per-client 3 --group-size 5 --blocks 2 \
+               --rounds 2 --small-sends 8 --warmup 1 ;;
+      bulk) "$BENCH" bulk "${common[@]}" --blocks 2 --rounds 2 --warmup 1 ;;
     esac || { echo "smoke: $target $scenario failed; server log:" >&2; tail -20 "$LOGS/$target.log" >&2; exit 1; }
     kill "$SERVER_PID"
     wait "$SERVER_PID" || true
@@ -68,4 +76,4 @@ wait "$SERVER_PID" || true
 SERVER_PID=
 "$BENCH" mailbox-restart --hub-bin "$TCPHUB" --data-dir "$DATA/restart" --senders 4 --messages 200 --names 10 \
   --restarts 1 --timeout-secs 20 || { echo "smoke: tcphub mailbox-restart failed" >&2; exit 1; }
-echo "bench smoke: tcphub and seed passed idle, fanout and direct; tcphub passed flood and the mailbox scenarios"
+echo "bench smoke: tcphub and seed passed idle, fanout and direct; tcphub passed flood, group, bulk and the mailbox scenarios"

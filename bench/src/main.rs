@@ -1,11 +1,14 @@
 //! tcphub-bench: the load tool behind BENCHMARKS.md. It drives tcphub, the Node seed design,
 //! NATS, Redis and Mosquitto through the same three scenarios (idle, fanout, direct; and tcphub
-//! and the seed design through a fourth, flood) and
+//! and the seed design through a fourth, flood; and tcphub alone through group and bulk) and
 //! prints one JSON line per run; the exit status is non-zero when any message was lost,
 //! duplicated or misrouted, or any client failed to register.
 
+mod bulk;
+mod groups;
 mod http;
 mod mailbox;
+mod rounds;
 mod scenario;
 mod server;
 mod wire;
@@ -76,6 +79,39 @@ enum Command {
     /// The offline mailbox scenarios (tcphub only): see mailbox.rs.
     #[command(flatten)]
     Mailbox(mailbox::Scenario),
+    /// Broadcasts, sends to a group of every client and sends to small groups, interleaved:
+    /// CPU per delivery of each (tcphub; needs --groups-per-client 2 or more).
+    Group {
+        #[command(flatten)]
+        common: Common,
+        /// Blocks of the three phases.
+        #[arg(long, default_value_t = 5)]
+        blocks: usize,
+        /// Broadcasts, and sends to the group of every client, per block.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Sends to a group of --group-size per block.
+        #[arg(long, default_value_t = 1000)]
+        small_sends: usize,
+        /// Unmeasured rounds of each phase first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+    },
+    /// Broadcasts and bulk sends (`POST /send`, a message of its own for every client),
+    /// interleaved: CPU per delivery and time until the last client has it (tcphub).
+    Bulk {
+        #[command(flatten)]
+        common: Common,
+        /// Blocks of the two phases.
+        #[arg(long, default_value_t = 5)]
+        blocks: usize,
+        /// Broadcasts, and bulk sends, per block.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Unmeasured rounds of each phase first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+    },
     /// Waits until every address accepts TCP connections (a freshly started server is up).
     Wait {
         /// An address to wait for; repeat for several.
@@ -94,6 +130,8 @@ impl Command {
             Command::Direct { .. } => "direct",
             Command::Flood { .. } => "flood",
             Command::Mailbox(scenario) => scenario.name(),
+            Command::Group { .. } => "group",
+            Command::Bulk { .. } => "bulk",
             Command::Wait { .. } => "wait",
         }
     }
@@ -180,6 +218,27 @@ async fn run(command: Command) -> Result<Option<(bool, Value)>> {
         } => {
             let load = watch(&common)?;
             let outcome = scenario::flood(&common, flooders, messages).await?;
+            (common, with_load(outcome, &load)?)
+        }
+        Command::Group {
+            common,
+            blocks,
+            rounds,
+            small_sends,
+            warmup,
+        } => {
+            let load = watch(&common)?;
+            let outcome = groups::group(&common, blocks, rounds, small_sends, warmup).await?;
+            (common, with_load(outcome, &load)?)
+        }
+        Command::Bulk {
+            common,
+            blocks,
+            rounds,
+            warmup,
+        } => {
+            let load = watch(&common)?;
+            let outcome = bulk::bulk(&common, blocks, rounds, warmup).await?;
             (common, with_load(outcome, &load)?)
         }
     };

@@ -51,6 +51,12 @@ pub struct Common {
     /// How long to wait for any one registration, round or message before counting it lost.
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
+    /// Groups each subscriber joins in its `sync` (tcphub only; see `groups::memberships`).
+    #[arg(long, default_value_t = 0)]
+    pub groups_per_client: usize,
+    /// Members of each group of the second kind (`b-<n>`), the small group of the group scenario.
+    #[arg(long, default_value_t = 100)]
+    pub group_size: usize,
 }
 
 impl Common {
@@ -116,6 +122,7 @@ pub(crate) async fn open_fleet(
     for client in 0..common.clients {
         let permit = gate.clone().acquire_owned().await?;
         let (fleet, sink, source) = (fleet.clone(), sink.clone(), common.source(client)?);
+        let groups = crate::groups::memberships(client, common);
         let (target, addr, patience, total) = (
             common.target,
             common.addr,
@@ -124,8 +131,11 @@ pub(crate) async fn open_fleet(
         );
         tokio::spawn(async move {
             let name = client_name(client);
-            let registered =
-                timeout(patience, ClientConn::register(target, addr, source, &name)).await;
+            let registered = timeout(
+                patience,
+                ClientConn::register(target, addr, source, &name, &groups),
+            )
+            .await;
             drop(permit);
             let conn = match registered {
                 Ok(Ok(conn)) => {
@@ -187,7 +197,7 @@ pub(crate) fn tag_numbers<const N: usize>(payload: &[u8], letters: [u8; N]) -> O
 }
 
 /// Nanoseconds since `epoch`, plus one so that zero can mean "not yet".
-fn stamp(epoch: Instant) -> u64 {
+pub(crate) fn stamp(epoch: Instant) -> u64 {
     epoch.elapsed().as_nanos() as u64 + 1
 }
 

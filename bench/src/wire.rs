@@ -55,6 +55,8 @@ pub enum Scope {
     Broadcast,
     /// Sent to one client by name.
     Direct,
+    /// Sent to a group the client is in (tcphub only).
+    Group,
 }
 
 /// One decoded unit from the server.
@@ -94,12 +96,14 @@ pub enum Ended {
 
 impl ClientConn {
     /// Connects from `source` (so thousands of clients do not exhaust one address's ports),
-    /// registers as `name`, and returns once the server has confirmed the registration.
+    /// registers as `name` (in `groups`, tcphub only), and returns once the server has
+    /// confirmed the registration.
     pub async fn register(
         target: Target,
         server: SocketAddr,
         source: IpAddr,
         name: &str,
+        groups: &[String],
     ) -> Result<Self> {
         let socket = TcpSocket::new_v4()?;
         socket
@@ -115,7 +119,7 @@ impl ClientConn {
             stream,
             partial: Vec::new(),
         };
-        conn.stream.write_all(&hello(target, name)).await?;
+        conn.stream.write_all(&hello(target, name, groups)?).await?;
         let mut registered = false;
         while !registered {
             let mut refused = None;
@@ -216,9 +220,17 @@ fn decode_into(
     Ok(())
 }
 
-/// The bytes a subscriber sends right after connecting to register under `name`.
-fn hello(target: Target, name: &str) -> Vec<u8> {
-    match target {
+/// The bytes a subscriber sends right after connecting to register under `name`, and in
+/// `groups` (which only tcphub has).
+fn hello(target: Target, name: &str, groups: &[String]) -> Result<Vec<u8>> {
+    if !groups.is_empty() && target != Target::Tcphub {
+        bail!("only tcphub has groups");
+    }
+    Ok(match target {
+        Target::Tcphub if !groups.is_empty() => {
+            let sync = serde_json::json!({"type": "sync", "clientName": name, "groups": groups});
+            format!("{sync}\n").into_bytes()
+        }
         Target::Tcphub | Target::Seed => format!("{{\"type\":\"sync\",\"clientName\":\"{name}\"}}\n").into_bytes(),
         // The PING makes the server answer PONG after it has applied both SUBs.
         Target::Nats => format!(
@@ -231,7 +243,7 @@ fn hello(target: Target, name: &str) -> Vec<u8> {
             bytes.extend(mqtt_subscribe(&[BROADCAST_CHANNEL, name]));
             bytes
         }
-    }
+    })
 }
 
 /// Decodes every complete unit at the front of `buf`; returns how many bytes were used.
@@ -269,6 +281,7 @@ fn decode_json_lines(buf: &[u8], on: &mut dyn FnMut(Event)) -> Result<usize> {
                 let scope = match scope {
                     "broadcast" => Scope::Broadcast,
                     "direct" => Scope::Direct,
+                    "group" => Scope::Group,
                     other => bail!("unknown scope {other}"),
                 };
                 on(Event::Delivery {
@@ -640,6 +653,14 @@ mod tests {
         let (got, used) = deliveries(Target::Tcphub, wire);
         assert_eq!(got, vec![(Scope::Direct, b"hi".to_vec())]);
         assert_eq!(&wire[used..], b"{\"type\":\"mes");
+    }
+
+    #[test]
+    fn group_messages_are_deliveries_in_group_scope() {
+        let wire = b"{\"type\":\"message\",\"id\":\"m3\",\"scope\":\"group\",\"group\":\"b-1\",\"message\":\"hi\"}\n";
+        let (got, used) = deliveries(Target::Tcphub, wire);
+        assert_eq!(got, vec![(Scope::Group, b"hi".to_vec())]);
+        assert_eq!(used, wire.len());
     }
 
     #[test]
