@@ -302,10 +302,10 @@ fn write_batches(mut conn: Connection, ops: &mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        if let Some(Op::Close(_)) = batch.last() {
-            if let Some(Op::Close(done)) = batch.pop() {
-                closing = Some(done);
-            }
+        if let Some(Op::Close(_)) = batch.last()
+            && let Some(Op::Close(done)) = batch.pop()
+        {
+            closing = Some(done);
         }
         if !unremoved.is_empty() {
             batch.push(Op::Delete(std::mem::take(&mut unremoved)));
