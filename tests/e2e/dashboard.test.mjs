@@ -119,8 +119,8 @@ test('shows the problem detail when the hub refuses a message', () =>
     await page.context().close();
   }));
 
-test('pages through clients, filters them by name prefix, and counts them in the header', () =>
-  withHub({}, async (hub, clients) => {
+test('pages through clients, filters them by name prefix, and counts them and the nodes in the header', () =>
+  withHub({ extraArgs: ['--node-name', 'e2e-hub'] }, async (hub, clients) => {
     const names = Array.from({ length: 52 }, (_, index) => `node-${String(index).padStart(2, '0')}`);
     // Sequential, so that the hub lists them (oldest first) in this order.
     for (const name of names) clients.push(await TcpClient.synced(hub, name));
@@ -135,6 +135,8 @@ test('pages through clients, filters them by name prefix, and counts them in the
     assert.equal(await page.locator('#clients-body tr.client-row').first().getAttribute('data-name'), 'node-00');
     await waitForText('#figure-connected', '53');
     await waitForText('#figure-named', '52');
+    await waitForText('#figure-nodes', '1');
+    assert.equal(await page.locator('#clients-body tr.client-row .node').first().textContent(), 'e2e-hub');
 
     await page.locator('#page-next').click();
     await waitForText('#page-summary', '51–53 of 53');

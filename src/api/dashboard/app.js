@@ -1,5 +1,5 @@
 // The tcphub dashboard's behaviour: follows the hub through its HTTP API (GET /clients,
-// GET /groups/{group}, GET /events, GET /metrics, GET /mailboxes), drives it (send, send
+// GET /groups/{group}, GET /events, GET /metrics, GET /mailboxes, GET /nodes), drives it (send, send
 // to a group, broadcast, kick, purge a mailbox), and asks for the API
 // token when the hub wants one. Plain browser JavaScript modules: no framework, no build step.
 import { drawChart } from './chart.js';
@@ -299,6 +299,7 @@ function createClientRow(id) {
     <td class="num queue"></td>
     <td class="num dropped"></td>
     <td class="groups"></td>
+    <td class="node"></td>
     <td class="actions">
       <button type="button" class="small" data-action="details">Details</button>
       <button type="button" class="small" data-action="send">Send</button>
@@ -327,6 +328,7 @@ function updateClientRow(row, client) {
   set('.queue', numberFormat.format(client.queueLen));
   set('.dropped', numberFormat.format(client.dropped)).classList.toggle('alert', client.dropped > 0);
   set('.groups', client.groups.join(', '));
+  set('.node', nodeName(client.node)).title = client.node;
   for (const button of row.querySelectorAll('button[data-action=send], button[data-action=kick]')) {
     button.disabled = client.name === null;
     button.title = client.name === null ? 'Unnamed clients cannot be addressed by name' : '';
@@ -459,6 +461,18 @@ function metricTotals(text) {
   return totals;
 }
 
+/** The live nodes (GET /nodes): one on a single hub, every node of a cluster. */
+async function readNodes() {
+  const response = await api('/nodes');
+  if (!response.ok) throw new Error(await problemDetail(response));
+  return (await response.json()).nodes;
+}
+
+/** A node id is the node's name and 8 hex digits: the name is what an operator knows. */
+function nodeName(id) {
+  return id.replace(/-[0-9a-f]{8}$/, '');
+}
+
 async function readMetrics() {
   const response = await api('/metrics');
   if (!response.ok) throw new Error(await problemDetail(response));
@@ -469,8 +483,8 @@ async function refreshFigures() {
   if (hub.locked) return;
   figuresAt = Date.now();
   // Acks and purges by others change the mailboxes without a followed event: re-read them too.
-  const [connected, named, metrics] = await Promise.allSettled([
-    countClients(''), countClients('&named=true'), readMetrics(), mailboxes.refresh(),
+  const [connected, named, metrics, nodes] = await Promise.allSettled([
+    countClients(''), countClients('&named=true'), readMetrics(), readNodes(), mailboxes.refresh(),
   ]);
   const show = (id, outcome, format) => {
     $(id).textContent = outcome.status === 'fulfilled' && Number.isFinite(outcome.value)
@@ -478,6 +492,9 @@ async function refreshFigures() {
   };
   show('figure-connected', connected, numberFormat.format);
   show('figure-named', named, numberFormat.format);
+  show('figure-nodes', { status: nodes.status, value: nodes.value?.length }, numberFormat.format);
+  $('figure-nodes').title = nodes.status === 'fulfilled'
+    ? nodes.value.map((node) => `${node.name}: ${numberFormat.format(node.clients)} clients`).join('\n') : '';
   const totals = metrics.status === 'fulfilled' ? metrics.value : new Map();
   show('figure-dropped', { status: 'fulfilled', value: totals.get(METRIC_DROPPED) }, numberFormat.format);
   const sample = recordSample(totals);
@@ -689,6 +706,7 @@ function updatePanel(client) {
   field('bytesIn').textContent = formatBytes(client.bytesIn);
   field('bytesOut').textContent = formatBytes(client.bytesOut);
   field('groups').textContent = client.groups.length === 0 ? 'none' : client.groups.join(', ');
+  field('node').textContent = client.node;
   field('dropped').classList.toggle('alert', client.dropped > 0);
 }
 
