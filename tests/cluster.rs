@@ -532,3 +532,114 @@ fn send_signal(pid: i32, signal: i32) -> i32 {
         .expect("kill runs");
     status.code().unwrap_or(-1)
 }
+
+/// Samples every node's own clients every 50 ms and records a violation when
+/// `name` is held on two nodes at once for longer than 500 ms.
+fn sample_holders(
+    hubs: Vec<tcphub::Registry>,
+    name: &'static str,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let violated = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&violated);
+    let sampler = tokio::spawn(async move {
+        let mut doubled_since: Option<Instant> = None;
+        loop {
+            let holders = hubs.iter().filter(|hub| hub.get(name).is_some()).count();
+            match (holders > 1, doubled_since) {
+                (true, None) => doubled_since = Some(Instant::now()),
+                (true, Some(since)) if since.elapsed() > Duration::from_millis(500) => {
+                    flag.store(true, Ordering::SeqCst);
+                }
+                (false, _) => doubled_since = None,
+                _ => {}
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    });
+    (sampler, violated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_name_synced_at_once_on_three_nodes_leaves_one_holder() {
+    const NAME: &str = "contended";
+    let server = NatsServer::start();
+    let nodes = three_nodes(&server, Config::default()).await;
+    let registries = nodes.iter().map(|hub| hub.registry.clone()).collect();
+    let (sampler, violated) = sample_holders(registries, NAME);
+    for round in 0..20 {
+        let mut clients = Vec::new();
+        for hub in &nodes {
+            clients.push(TestClient::connect(hub).await);
+        }
+        let syncs = clients.iter_mut().map(|client| async move {
+            client
+                .send(&json!({"type": "sync", "clientName": NAME}))
+                .await;
+        });
+        futures_util::future::join_all(syncs).await;
+        // Settled: one node holds the name, and every node's API names that node.
+        let deadline = Instant::now() + PATIENCE;
+        let survivor = loop {
+            let holders: Vec<usize> = (0..3)
+                .filter(|&n| nodes[n].registry.get(NAME).is_some())
+                .collect();
+            if let [only] = holders[..] {
+                let id = node_id(&nodes[only]).await;
+                let mut agreed = true;
+                for hub in &nodes {
+                    let (status, client) = hub.get(&format!("/clients/{NAME}")).await;
+                    agreed &= status == 200 && client["node"] == id.as_str();
+                }
+                if agreed {
+                    break only;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: never settled on one holder"
+            );
+            sleep(Duration::from_millis(20)).await;
+        };
+        // The survivor is reached through every node, exactly once per send,
+        // after its own welcome.
+        let winner = &mut clients[survivor];
+        assert_eq!(winner.recv().await["type"], "welcome", "round {round}");
+        for (n, hub) in nodes.iter().enumerate() {
+            let marker = format!("round {round} via node {n}");
+            let (status, _) = hub
+                .post(&format!("/clients/{NAME}/send"), json!({"message": marker}))
+                .await;
+            assert_eq!(status, 202, "round {round}");
+            assert_eq!(winner.recv().await["message"], marker.as_str());
+        }
+        drop(clients);
+        let deadline = Instant::now() + PATIENCE;
+        while nodes.iter().any(|hub| !hub.registry.is_empty()) {
+            assert!(Instant::now() < deadline, "round {round}: clients stayed");
+            sleep(Duration::from_millis(20)).await;
+        }
+        // Released in the table too: a send finds nobody.
+        let deadline = Instant::now() + PATIENCE;
+        while nodes[round % 3]
+            .post(&format!("/clients/{NAME}/send"), json!({"message": 0}))
+            .await
+            .0
+            != 404
+        {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the name stayed claimed"
+            );
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+    sampler.abort();
+    assert!(
+        !violated.load(std::sync::atomic::Ordering::SeqCst),
+        "a name was held on two nodes for more than 500 ms"
+    );
+}
