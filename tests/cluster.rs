@@ -643,3 +643,158 @@ async fn one_name_synced_at_once_on_three_nodes_leaves_one_holder() {
         "a name was held on two nodes for more than 500 ms"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_on_the_owner_node_is_503_client_backlogged_through_another() {
+    let server = NatsServer::start();
+    let config = Config {
+        queue_capacity: 1,
+        ..Config::default()
+    };
+    let [a, b, _c] = three_nodes(&server, config).await;
+    let _never_reads = TestClient::synced(&a, "stuck").await;
+    let big = "b".repeat(60_000);
+    // The socket buffers absorb some messages; then one is queued; then the queue is full.
+    let mut sent = 0;
+    let body = loop {
+        let (status, body) = b.post("/clients/stuck/send", json!({"message": big})).await;
+        if status != 202 {
+            break body;
+        }
+        sent += 1;
+        assert!(sent < 10_000, "the queue never filled");
+    };
+    assert_eq!(
+        (&body["status"], &body["code"]),
+        (&json!(503), &json!("client_backlogged")),
+        "{body}"
+    );
+    let (_, client) = b.get("/clients/stuck").await;
+    assert_eq!(client["queueLen"], 1);
+}
+
+/// A TCP proxy between one node and the broker that can be made a black hole:
+/// connections stay open and bytes are read, but nothing gets through, as on a
+/// cut network.
+struct CutCable {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutCable {
+    async fn to(server: &NatsServer) -> CutCable {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a proxy port");
+        let port = listener.local_addr().expect("its address").port();
+        let upstream = format!("127.0.0.1:{}", server.port());
+        let cut = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&cut);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(broker) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (client_in, client_out) = client.into_split();
+                let (broker_in, broker_out) = broker.into_split();
+                for (mut from, mut to) in [(client_in, broker_out), (broker_in, client_out)] {
+                    let cut = std::sync::Arc::clone(&flag);
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf).await {
+                            if n == 0 {
+                                return;
+                            }
+                            if !cut.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        CutCable { port, cut, task }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutCable {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_cut_off_from_the_broker_serves_its_own_and_gives_up_names_taken_meanwhile() {
+    let server = NatsServer::start();
+    let cable = CutCable::to(&server).await;
+    let a = node(&server, "a", Config::default()).await;
+    let c = TestHub::start(Config {
+        node_name: Some("c".into()),
+        cluster: Some(ClusterSettings {
+            node_name: "c".into(),
+            nats_urls: cable.url(),
+            ..settings(&server)
+        }),
+        ..Config::default()
+    })
+    .await;
+    wait_until(&a, "/nodes", |nodes| {
+        nodes["nodes"].as_array().map_or(0, Vec::len) == 2
+    })
+    .await;
+    let mut stale = TestClient::synced(&c, "sensor").await;
+    let mut local = TestClient::synced(&c, "local-only").await;
+    wait_until(&a, "/clients/sensor", |client| client["name"] == "sensor").await;
+
+    cable.set_cut(true);
+    // C notices, and answers what needs the cluster with 503; its own clients still work.
+    let unavailable = wait_until_status(&c, "/clients?limit=0", 503).await;
+    assert_eq!(unavailable["code"], "cluster_unavailable", "{unavailable}");
+    c.expect_marker_next(&mut local, "local-only").await;
+    let (status, _) = c.get("/readyz").await;
+    assert_eq!(status, 200, "readiness does not depend on the broker");
+    // The others drop C after its ttl; the device reconnects through A.
+    wait_until(&a, "/nodes", |nodes| {
+        nodes["nodes"].as_array().map_or(0, Vec::len) == 1
+    })
+    .await;
+    let mut moved = TestClient::synced(&a, "sensor").await;
+
+    cable.set_cut(false);
+    // Back, C learns the name moved: its stale socket gets bye replaced.
+    stale.expect_bye("replaced").await;
+    a.expect_marker_next(&mut moved, "sensor").await;
+    c.expect_marker_next(&mut local, "local-only").await;
+    wait_until(&a, "/clients/local-only", |client| {
+        client["name"] == "local-only"
+    })
+    .await;
+}
+
+/// Polls `GET path` on `hub` until it answers `status`; the body then.
+async fn wait_until_status(hub: &TestHub, path: &str, status: u16) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (got, body) = hub.get(path).await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {path} never answered {status}: last {got} {body}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
