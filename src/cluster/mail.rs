@@ -137,6 +137,8 @@ impl Membership {
         let session = client.session();
         let outcome = Arc::clone(&self).claim(client, name).await;
         if let (Ok(()), Some(fetched)) = (&outcome, fetched) {
+            self.mark_seen(&fetched.name, &fetched.letters, fetched.seen)
+                .await;
             lock(&self.mail.fetched).insert(session, fetched);
         }
         outcome
@@ -179,6 +181,7 @@ impl Membership {
         } else {
             0
         };
+        self.mark_seen(&name, &letters, seen).await;
         let pushed = self.push(client, &name, letters, seen);
         let ids = pushed.delivered.iter().map(|l| l.id.clone()).collect();
         self.settle(&name, pushed).await;
@@ -228,22 +231,28 @@ impl Membership {
         pushed
     }
 
-    /// Removes what was delivered (unless kept until acked) and what expired,
-    /// and marks what a later session gets again as seen.
+    /// Records, before they are pushed, that the letters kept until acked
+    /// were given out: a later session, on any node, gets them marked
+    /// `redelivered`. Written first so that a client that disconnects at
+    /// once cannot outrun it; a letter a full queue then held back is marked
+    /// too (the mark means "may have been delivered").
+    async fn mark_seen(&self, name: &str, letters: &[Letter], seen: u64) {
+        let last = letters
+            .iter()
+            .filter(|letter| letter.until_ack)
+            .map(|letter| letter.seq)
+            .max();
+        if let Some(last) = last.filter(|last| *last > seen) {
+            self.mail.store.mark_seen(name, last).await;
+        }
+    }
+
+    /// Removes what was delivered (unless kept until acked) and what expired.
     async fn settle(&self, name: &str, pushed: Pushed) {
         for letter in &pushed.delivered {
             if !letter.until_ack {
                 self.mail.store.remove(letter.seq).await;
             }
-        }
-        if let Some(last) = pushed
-            .delivered
-            .iter()
-            .filter(|letter| letter.until_ack)
-            .map(|letter| letter.seq)
-            .max()
-        {
-            self.mail.store.mark_seen(name, last).await;
         }
         self.remove_expired(name, &pushed.expired).await;
     }
