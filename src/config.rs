@@ -529,7 +529,7 @@ pub struct RunArgs {
     /// Names the buckets and subjects this cluster's nodes share.
     #[arg(long, env = "TCPHUB_CLUSTER_NAME", default_value = "tcphub")]
     pub cluster_name: String,
-    /// Replicas of the cluster's key-value buckets (at most the broker's servers).
+    /// Replicas of the cluster's key-value buckets and mailbox stream (at most the broker's servers).
     #[arg(long, env = "TCPHUB_CLUSTER_KV_REPLICAS", default_value_t = 1)]
     pub cluster_kv_replicas: usize,
     /// Seconds after its last heartbeat a silent node counts as dead.

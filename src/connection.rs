@@ -290,7 +290,7 @@ fn on_frame(directory: &Directory, client: &Arc<Client>, value: Value) {
         ClientFrame::Ping => {
             registry.reply(client, &Bytes::from_static(PONG_LINE));
         }
-        ClientFrame::Ack { id } => registry.client_acked(client, id),
+        ClientFrame::Ack { id } => directory.acked(client, id),
         ClientFrame::Join { groups } => {
             on_join_or_leave(registry, client, &groups, GroupChange::Join)
         }
@@ -412,7 +412,7 @@ impl Named {
                     groups: groups.as_deref(),
                 };
                 registry.reply(client, &welcome.encode());
-                crate::mailbox::delivery::deliver_stored(registry, client);
+                directory.deliver_stored(client);
             }
             Err(SyncError::NameTaken) => {
                 let detail = format!("the name {name:?} is held by another connection");

@@ -503,6 +503,13 @@ impl Registry {
         self.emit(client, EventKind::Acked { message_id });
     }
 
+    /// Takes a client's ack of a stored message another node of the cluster
+    /// issued: counted and published like any ack.
+    pub(crate) fn stored_message_acked(&self, client: &Client, message_id: String) {
+        self.inner.metrics.acks.inc();
+        self.emit(client, EventKind::Acked { message_id });
+    }
+
     /// Counts bytes and frames the connection task wrote for `client`.
     pub fn record_written_for(&self, client: &Client, written: Written) {
         client.record_written(written);
@@ -635,6 +642,10 @@ impl Registry {
     }
 
     /// The number of a message id this hub issued.
+    pub(crate) fn issued(&self, id: &str) -> bool {
+        self.issued_message(id).is_some()
+    }
+
     fn issued_message(&self, id: &str) -> Option<u64> {
         let id = match self.inner.id_suffix.get() {
             Some(suffix) => id.strip_suffix(&**suffix)?,

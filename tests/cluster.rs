@@ -798,3 +798,204 @@ async fn wait_until_status(hub: &TestHub, path: &str, status: u16) -> Value {
         sleep(Duration::from_millis(50)).await;
     }
 }
+/// A direct `message` frame as a stored message arrives.
+fn stored_frame(id: &Value, body: Value) -> Value {
+    json!({"type": "message", "id": id, "scope": "direct", "message": body})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_stored_through_one_node_reaches_the_name_on_another() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let (status, body) = b
+            .post("/clients/dev-1/send?ttl=60", json!({"message": {"n": n}}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body, json!({"id": body["id"], "queued": 0, "stored": true}));
+        ids.push(body["id"].clone());
+    }
+    for hub in [&a, &b, &c] {
+        let (status, list) = hub.get("/mailboxes").await;
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(list["total"], 1);
+        assert_eq!(list["mailboxes"][0]["name"], "dev-1");
+        assert_eq!(list["mailboxes"][0]["pending"], 3);
+        let (_, mailbox) = hub.get("/mailboxes/dev-1").await;
+        let listed: Vec<&Value> = mailbox["messages"]
+            .as_array()
+            .map(|messages| messages.iter().map(|m| &m["id"]).collect())
+            .unwrap_or_default();
+        assert_eq!(listed, ids.iter().collect::<Vec<_>>(), "{mailbox}");
+    }
+
+    let mut device = TestClient::connect(&c).await;
+    device.sync("dev-1").await;
+    for (n, id) in (1..=3).zip(&ids) {
+        assert_eq!(device.recv().await, stored_frame(id, json!({"n": n})));
+    }
+    let (status, live) = a
+        .post("/clients/dev-1/send?ttl=60", json!({"message": "live"}))
+        .await;
+    assert_eq!(status, 202, "{live}");
+    assert_eq!(live["stored"], false);
+    assert_eq!(
+        device.recv().await,
+        stored_frame(&live["id"], json!("live"))
+    );
+    for hub in [&a, &b, &c] {
+        wait_until(hub, "/mailboxes", |list| list["total"] == 0).await;
+    }
+    let delivered: u64 = [&a, &b, &c]
+        .iter()
+        .map(|hub| hub.registry.metrics().mailbox_delivered.get())
+        .sum();
+    assert_eq!(delivered, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn until_ack_is_redelivered_on_another_node_until_acked() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let (status, kept) = a
+        .post(
+            "/clients/dev-2/send?ttl=60&until=ack",
+            json!({"message": "keep me"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{kept}");
+    assert_eq!(kept["stored"], true);
+
+    let mut first = TestClient::synced(&b, "dev-2").await;
+    assert_eq!(
+        first.recv().await,
+        stored_frame(&kept["id"], json!("keep me"))
+    );
+    first.close().await;
+    wait_until(&a, "/clients", |list| list["total"] == 0).await;
+
+    let mut second = TestClient::synced(&c, "dev-2").await;
+    let mut want = stored_frame(&kept["id"], json!("keep me"));
+    want["redelivered"] = json!(true);
+    assert_eq!(second.recv().await, want);
+    second.send(&json!({"type": "ack", "id": kept["id"]})).await;
+    for hub in [&a, &b, &c] {
+        wait_until(hub, "/mailboxes/dev-2", |mailbox| mailbox["pending"] == 0).await;
+    }
+    // Stored while the name is live on c: pushed at once, kept until acked.
+    let (status, live) = b
+        .post(
+            "/clients/dev-2/send?ttl=60&until=ack",
+            json!({"message": "now"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{live}");
+    assert_eq!(live, json!({"id": live["id"], "queued": 1, "stored": true}));
+    assert_eq!(second.recv().await, stored_frame(&live["id"], json!("now")));
+    let (_, mailbox) = a.get("/mailboxes/dev-2").await;
+    assert_eq!(mailbox["pending"], 1, "{mailbox}");
+    second.send(&json!({"type": "ack", "id": live["id"]})).await;
+    wait_until(&a, "/mailboxes/dev-2", |mailbox| mailbox["pending"] == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_mailbox_limits_answer_503_and_purges_reach_every_node() {
+    let server = NatsServer::start();
+    let config = Config {
+        mailbox_capacity: 2,
+        ..Config::default()
+    };
+    let [a, b, c] = three_nodes(&server, config).await;
+    for hub in [&a, &b] {
+        let (status, body) = hub
+            .post("/clients/dev-3/send?ttl=60", json!({"message": "x"}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, full) = c
+        .post("/clients/dev-3/send?ttl=60", json!({"message": "x"}))
+        .await;
+    assert_eq!(
+        (status, &full["code"]),
+        (503, &json!("mailbox_full")),
+        "{full}"
+    );
+    assert_eq!(
+        full["detail"],
+        "the mailbox of \"dev-3\" holds 2 messages already; nothing was stored"
+    );
+    let (status, bulk) = a
+        .post(
+            "/send",
+            json!({"messages": [{"to": ["dev-3", "dev-4"], "message": "b", "ttl": 60}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{bulk}");
+    assert_eq!(
+        (&bulk["mailboxFull"], &bulk["stored"]),
+        (&json!(1), &json!(1)),
+        "{bulk}"
+    );
+
+    let (status, _) = c.delete("/mailboxes/dev-3").await;
+    assert_eq!(status, 204);
+    for hub in [&a, &b, &c] {
+        let (_, mailbox) = hub.get("/mailboxes/dev-3").await;
+        assert_eq!(
+            mailbox,
+            json!({"name": "dev-3", "pending": 0, "messages": []})
+        );
+        let (_, list) = hub.get("/mailboxes").await;
+        assert_eq!(list["total"], 1, "only dev-4 is left: {list}");
+        assert_eq!(list["mailboxes"][0]["name"], "dev-4");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_cluster_messages_are_removed_and_counted_once() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let (status, body) = a
+        .post("/clients/dev-5/send?ttl=1", json!({"message": "short"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (_, kept) = a
+        .post("/clients/dev-5/send?ttl=60", json!({"message": "long"}))
+        .await;
+    wait_until(&b, "/mailboxes/dev-5", |mailbox| mailbox["pending"] == 1).await;
+    let expired: u64 = [&a, &b, &c]
+        .iter()
+        .map(|hub| hub.registry.metrics().mailbox_expired.get())
+        .sum();
+    assert_eq!(expired, 1);
+    let mut device = TestClient::synced(&c, "dev-5").await;
+    assert_eq!(
+        device.recv().await,
+        stored_frame(&kept["id"], json!("long"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stored_message_outlives_the_node_that_stored_it() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let (status, stored) = b
+        .post(
+            "/clients/dev-6/send?ttl=60",
+            json!({"message": "still here"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{stored}");
+    b.stop().await;
+    wait_until(&a, "/nodes", |nodes| {
+        nodes["nodes"].as_array().map_or(0, Vec::len) == 2
+    })
+    .await;
+    let mut device = TestClient::synced(&a, "dev-6").await;
+    assert_eq!(
+        device.recv().await,
+        stored_frame(&stored["id"], json!("still here"))
+    );
+    wait_until(&c, "/mailboxes", |list| list["total"] == 0).await;
+}

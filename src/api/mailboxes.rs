@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::mailbox::{at_ms, delivery};
+use crate::mailbox::at_ms;
 use crate::time_format::rfc3339;
 
 use super::problem::Problem;
@@ -104,6 +104,7 @@ pub struct Mailbox {
         (status = 200, description = "A page of mailboxes", body = MailboxList),
         (status = 400, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`cluster_unavailable`: in a cluster, the broker cannot be reached", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
@@ -116,11 +117,14 @@ pub async fn list(
             "limit must be at most {MAX_LIMIT}"
         )));
     }
-    let (total, page) = state.registry().mailbox().names(
-        params.prefix.as_deref().unwrap_or(""),
-        params.offset.unwrap_or(0),
-        limit,
-    );
+    let (total, page) = state
+        .directory
+        .mailboxes(
+            params.prefix.as_deref().unwrap_or(""),
+            params.offset.unwrap_or(0),
+            limit,
+        )
+        .await?;
     let mailboxes = page
         .into_iter()
         .map(|summary| MailboxSummary {
@@ -144,6 +148,7 @@ pub async fn list(
         (status = 200, description = "The mailbox", body = Mailbox),
         (status = 400, description = "`invalid_path` or `invalid_query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`cluster_unavailable`: in a cluster, the broker cannot be reached", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_one(
@@ -153,12 +158,12 @@ pub async fn get_one(
 ) -> Result<Json<Mailbox>, ApiError> {
     let name = path_name(name)?;
     let messages: Vec<StoredMessage> = state
-        .registry()
-        .mailbox()
-        .messages(&name)
+        .directory
+        .mailbox(&name)
+        .await?
         .into_iter()
         .map(|stored| StoredMessage {
-            id: state.registry().message_id(stored.number),
+            id: stored.id,
             size: stored.size,
             stored_at: rfc3339(at_ms(stored.stored_at_ms)),
             expires_at: rfc3339(at_ms(stored.expires_at_ms)),
@@ -183,6 +188,7 @@ pub async fn get_one(
         (status = 204, description = "Purged (or was empty)"),
         (status = 400, description = "`invalid_path` or `invalid_query`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`cluster_unavailable`: in a cluster, the broker cannot be reached", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn purge(
@@ -191,8 +197,7 @@ pub async fn purge(
     _: Params<NoParams>,
 ) -> Result<StatusCode, ApiError> {
     let name = path_name(name)?;
-    state.registry().mailbox().purge(&name);
-    delivery::record_totals(state.registry());
+    state.directory.purge_mailbox(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -126,6 +126,12 @@ async fn answer_node_call(membership: Arc<Membership>, call: NodeCall) -> NodeAn
                 }
             }
         }
+        NodeCall::DeliverStored { name, session } => match registry.holder(&name, session) {
+            Some(client) => NodeAnswer::Delivered {
+                ids: membership.deliver(&client).await,
+            },
+            None => NodeAnswer::NotFound,
+        },
         NodeCall::Bulk { items } => {
             let registry = registry.clone();
             let sent = tokio::task::spawn_blocking(move || {

@@ -65,6 +65,13 @@ pub enum NodeCall {
         /// The new set.
         groups: Vec<String>,
     },
+    /// Push the name's stored messages the session was not given yet.
+    DeliverStored {
+        /// The name.
+        name: String,
+        /// The session expected to hold it.
+        session: u64,
+    },
     /// Push each item's message to those of its names this node holds; one
     /// answer per name, in order.
     Bulk {
@@ -88,6 +95,11 @@ pub enum NodeAnswer {
     Acked {
         /// The message id.
         id: String,
+    },
+    /// Stored messages pushed, by id.
+    Delivered {
+        /// Their ids, in order.
+        ids: Vec<String>,
     },
     /// Done, nothing to report.
     Done,

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::broker::{Broker, BrokerOptions, BrokerState, ConnectError};
+use super::mail::{self, Mail};
+use super::mailbox::{Limits, SharedStore};
 use super::names::Names;
 use super::nodes::{NodeRecord, Nodes};
 use super::rpc::{Rpc, RpcError};
@@ -34,6 +36,9 @@ pub enum JoinError {
     /// The name or node table could not be opened.
     #[error(transparent)]
     Table(#[from] KvError),
+    /// The mailbox stream could not be opened.
+    #[error("opening the cluster's mailbox: {0}")]
+    Mailbox(String),
     /// This node's call subjects could not be subscribed.
     #[error("subscribing to the cluster's calls: {0}")]
     Calls(#[from] RpcError),
@@ -61,6 +66,8 @@ pub struct Membership {
     pub(super) names: Names,
     pub(super) nodes: Nodes,
     pub(super) rpc: Rpc,
+    /// The mailbox every node shares.
+    pub(super) mail: Mail,
     /// Names this node's sessions hold in the name table.
     pub(super) owned: Mutex<HashMap<Arc<str>, Owned>>,
     /// The live nodes as last read, this one included.
@@ -84,6 +91,16 @@ impl Membership {
         let broker = Broker::connect(&settings.nats_urls, options).await?;
         let names = Names::open(&broker, &settings).await?;
         let nodes = Nodes::open(&broker, &settings).await?;
+        let limits = Limits {
+            capacity: registry.mailbox().capacity(),
+            max_bytes: registry.mailbox().max_bytes(),
+            max_ttl: registry.mailbox().max_ttl(),
+        };
+        let mail = Mail::new(
+            SharedStore::open(&broker, &settings, limits)
+                .await
+                .map_err(JoinError::Mailbox)?,
+        );
         let rpc = Rpc::new(&broker, &settings.cluster_name, &node.id);
         let (released, releases) = mpsc::unbounded_channel();
         registry.join_cluster(&node.id, released);
@@ -95,6 +112,7 @@ impl Membership {
             names,
             nodes,
             rpc,
+            mail,
             owned: Mutex::default(),
             live: Mutex::default(),
             claims: Mutex::default(),
@@ -103,6 +121,7 @@ impl Membership {
         answer::start(&membership).await?;
         liveness::beat_once(&membership).await;
         tokio::spawn(liveness::run(Arc::clone(&membership)));
+        tokio::spawn(mail::sweep(Arc::clone(&membership)));
         tokio::spawn(claims::release_all(Arc::clone(&membership), releases));
         info!(
             node = %membership.node.id,

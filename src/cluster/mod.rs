@@ -12,6 +12,8 @@
 //! - `calls`: what nodes ask each other; `answer`: answering it locally.
 //! - `directed` and `gathered`: the directory's verbs for names held on other
 //!   nodes, and for listings and fan-outs across all of them.
+//! - `mailbox` and `mail`: the mailbox in a JetStream stream, so that any
+//!   node delivers a returning client's stored messages.
 //! - `liveness`: heartbeats, sweeping the names of vanished nodes, and
 //!   reconciling after the broker was out of reach.
 
@@ -23,6 +25,8 @@ mod directed;
 mod gathered;
 mod kv;
 mod liveness;
+mod mail;
+mod mailbox;
 mod membership;
 pub mod names;
 pub mod nodes;
@@ -34,6 +38,7 @@ pub use membership::{JoinError, Membership};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use kv::KvError;
+pub use mail::StoredEntry;
 
 /// The settings of cluster mode (SPEC §7), as plain data.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use futures_util::future::join_all;
+use futures_util::future::{Either, join_all};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -112,7 +112,10 @@ pub(super) async fn send(
             ttl: registry.mailbox().max_ttl(),
             until_ack: false,
         });
-        delivery::store(registry, name, &item.message, keep)
+        match cluster {
+            Some(cluster) => Either::Left(cluster.store_shared(name, &item.message, keep)),
+            None => Either::Right(delivery::store(registry, name, &item.message, keep)),
+        }
     });
     let stored: HashMap<(usize, &str), Result<delivery::Sent, StoreError>> = to_store
         .iter()

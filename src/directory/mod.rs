@@ -30,10 +30,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::acks::AckWait;
-use crate::cluster::Membership;
+use crate::cluster::{Membership, StoredEntry};
 use crate::groups::{GroupChange, GroupsError};
 use crate::mailbox::StoreError;
 use crate::mailbox::delivery::{self, Keep, StoreFailure};
+use crate::mailbox::memory::Summary;
 use crate::metrics::OutcomeLabels;
 use crate::protocol::ByeReason;
 use crate::registry::{Client, ListQuery, Listing, Registry, SendError, SyncError};
@@ -169,7 +170,7 @@ impl Directory {
         match &self.cluster {
             None => Claiming::Done(self.registry.sync(client, name)),
             Some(cluster) => Claiming::Pending(Box::pin(
-                Arc::clone(cluster).claim(Arc::clone(client), name.to_owned()),
+                Arc::clone(cluster).claim_with_mail(Arc::clone(client), name.to_owned()),
             )),
         }
     }
@@ -284,7 +285,8 @@ impl Directory {
     /// name as `keep` says; answers once a stored message is durable.
     ///
     /// In a cluster a live client on another node gets it from there, and a
-    /// message for a name with no live client is stored on this node.
+    /// message for a name with no live client is stored in the cluster's
+    /// mailbox stream, for whichever node the name syncs on next.
     pub async fn send_or_store(
         &self,
         name: &str,
@@ -308,9 +310,28 @@ impl Directory {
                 Err(other) => return Err(other),
             }
         }
-        let sent = delivery::send_or_store(&self.registry, name, message, keep)
-            .await
-            .map_err(|err| store_failure(err, name))?;
+        let sent = match &self.cluster {
+            Some(cluster) => {
+                if let Some(client) = self.live_here(name).filter(|_| !keep.until_ack) {
+                    let id = self
+                        .registry
+                        .send_to_client(&client, message)
+                        .map_err(|err| send_failure(err, name))?;
+                    return Ok(Sent {
+                        id,
+                        queued: 1,
+                        stored: Some(false),
+                    });
+                }
+                cluster
+                    .store_shared(name, message, keep)
+                    .await
+                    .map_err(|err| store_failure(err.into(), name))?
+            }
+            None => delivery::send_or_store(&self.registry, name, message, keep)
+                .await
+                .map_err(|err| store_failure(err, name))?,
+        };
         Ok(Sent {
             id: sent.id,
             queued: sent.queued,
@@ -438,6 +459,74 @@ impl Directory {
     /// Sends each item to its recipients; one outcome per recipient, in order.
     pub async fn send_bulk(&self, items: Vec<BulkItem>) -> Result<Vec<Recipient>, Failure> {
         bulk::send(&self.registry, self.cluster.as_deref(), items).await
+    }
+
+    /// Pushes the stored messages of `client`'s name, right after its `welcome`.
+    pub fn deliver_stored(&self, client: &Arc<Client>) {
+        match &self.cluster {
+            Some(cluster) => cluster.deliver_after_welcome(client),
+            None => {
+                delivery::deliver_stored(&self.registry, client);
+            }
+        }
+    }
+
+    /// Takes `client`'s ack of message `id`: in a cluster, a message kept
+    /// until acked that another node stored leaves the mailbox too.
+    pub fn acked(&self, client: &Client, id: String) {
+        if let Some(cluster) = &self.cluster
+            && cluster.mail_acked(client, &id)
+            && !self.registry.issued(&id)
+        {
+            return self.registry.stored_message_acked(client, id);
+        }
+        self.registry.client_acked(client, id);
+    }
+
+    /// Names with stored messages starting with `prefix`, by name: how many
+    /// there are, and a page of them.
+    pub async fn mailboxes(
+        &self,
+        prefix: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<Summary>), Failure> {
+        match &self.cluster {
+            Some(cluster) => cluster.mailboxes(prefix, offset, limit).await,
+            None => Ok(self.registry.mailbox().names(prefix, offset, limit)),
+        }
+    }
+
+    /// The messages stored for `name`, oldest first.
+    pub async fn mailbox(&self, name: &str) -> Result<Vec<StoredEntry>, Failure> {
+        let Some(cluster) = &self.cluster else {
+            let registry = &self.registry;
+            return Ok(registry
+                .mailbox()
+                .messages(name)
+                .into_iter()
+                .map(|stored| StoredEntry {
+                    id: registry.message_id(stored.number),
+                    size: stored.size,
+                    stored_at_ms: stored.stored_at_ms,
+                    expires_at_ms: stored.expires_at_ms,
+                    until_ack: stored.until_ack,
+                })
+                .collect());
+        };
+        cluster.mailbox(name).await
+    }
+
+    /// Removes every message stored for `name`.
+    pub async fn purge_mailbox(&self, name: &str) -> Result<(), Failure> {
+        match &self.cluster {
+            Some(cluster) => cluster.purge_mailbox(name).await,
+            None => {
+                self.registry.mailbox().purge(name);
+                delivery::record_totals(&self.registry);
+                Ok(())
+            }
+        }
     }
 
     /// Disconnects the client named `name` with `bye` `kicked`.

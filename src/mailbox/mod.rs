@@ -91,6 +91,16 @@ impl Mailbox {
         Ok((mailbox, recovered))
     }
 
+    /// Most messages stored per name.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Most message bytes stored in all.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// The longest `ttl` a message may be stored for.
     pub fn max_ttl(&self) -> Duration {
         self.max_ttl
