@@ -102,8 +102,12 @@ async fn answer_node_call(membership: Arc<Membership>, call: NodeCall) -> NodeAn
                 Err(_) => NodeAnswer::NotFound,
             }
         }
-        NodeCall::Replaced { name, session } => {
-            let _ = registry.kick_holder(&name, Some(session), ByeReason::Replaced);
+        NodeCall::Replaced {
+            name,
+            session,
+            revision,
+        } => {
+            membership.replaced(&name, session, revision);
             NodeAnswer::Done
         }
         NodeCall::SetGroups {

@@ -55,6 +55,9 @@ pub enum NodeCall {
         name: String,
         /// The session that held it.
         session: u64,
+        /// The table revision the takeover wrote: a claim of that session
+        /// written later than this is the newer one and stands.
+        revision: u64,
     },
     /// Replace the client's group set.
     SetGroups {

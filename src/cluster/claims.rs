@@ -18,6 +18,7 @@ use super::membership::{Membership, Owned, lock};
 use super::names::{Claim, Holder};
 use super::rpc::RpcError;
 use crate::config::DuplicateNames;
+use crate::protocol::ByeReason;
 use crate::registry::{Client, Released, SyncError};
 
 /// How often a takeover re-reads and writes again when another claim raced it.
@@ -39,6 +40,7 @@ impl Membership {
         }
         let outcome = self.claim_in_turn(&client, &name).await;
         let _ = done.send(());
+        lock(&self.superseded).remove(&session);
         let mut claims = lock(&self.claims);
         if claims
             .get(&session)
@@ -55,14 +57,32 @@ impl Membership {
         }
         let me = Holder::new(&self.node.id, client.session());
         let revision = self.write_claim(name, &me).await?;
-        lock(&self.owned).insert(
-            Arc::from(name),
-            Owned {
-                session: me.session,
-                revision,
-            },
-        );
-        let taken = self.registry.sync(client, name);
+        // The table write and the local registration must agree: a newer claim
+        // of the name (a later revision on this node, or a takeover from
+        // another node that arrived while this one was being written) wins,
+        // and this connection is the replaced one.
+        let taken = {
+            let mut owned = lock(&self.owned);
+            let overtaken = owned
+                .get(name)
+                .is_some_and(|newer| newer.revision > revision)
+                || lock(&self.superseded)
+                    .remove(&me.session)
+                    .is_some_and(|(taken, at)| *taken == *name && at > revision);
+            if overtaken {
+                drop(owned);
+                client.outbox().close(ByeReason::Replaced);
+                return Err(SyncError::Closing);
+            }
+            owned.insert(
+                Arc::from(name),
+                Owned {
+                    session: me.session,
+                    revision,
+                },
+            );
+            self.registry.sync(client, name)
+        };
         if taken.is_err() {
             // The connection closed meanwhile: the name goes back at once.
             self.release(Released {
@@ -72,6 +92,23 @@ impl Membership {
             .await;
         }
         taken
+    }
+
+    /// Another node took `name` over from `session` at table revision
+    /// `revision`: closes that session if it holds the name here, or, if its
+    /// claim is still being written, makes that claim give way when it lands
+    /// (unless it wrote after the takeover).
+    pub(super) fn replaced(&self, name: &str, session: u64, revision: u64) {
+        if self
+            .registry
+            .kick_holder(name, Some(session), ByeReason::Replaced)
+            .is_ok()
+        {
+            return;
+        }
+        if lock(&self.claims).contains_key(&session) {
+            lock(&self.superseded).insert(session, (Arc::from(name), revision));
+        }
     }
 
     /// Writes `me` as the holder of `name`; the revision written.
@@ -91,7 +128,7 @@ impl Membership {
             }
             match self.names.take_over(name, me, revision).await {
                 Ok(Some(revision)) => {
-                    self.close_replaced(name, &holder);
+                    self.close_replaced(name, &holder, revision);
                     return Ok(revision);
                 }
                 // Another claim wrote between our read and our write: read again.
@@ -126,7 +163,7 @@ impl Membership {
     }
 
     /// Tells the node of the holder a takeover displaced to close that session.
-    fn close_replaced(&self, name: &str, old: &Holder) {
+    fn close_replaced(&self, name: &str, old: &Holder, revision: u64) {
         if old.node == self.node.id {
             // The local registry's own takeover closes it.
             return;
@@ -135,6 +172,7 @@ impl Membership {
         let call = NodeCall::Replaced {
             name: name.to_owned(),
             session: old.session,
+            revision,
         };
         let node = old.node.clone();
         let timeout = self.settings.rpc_timeout;

@@ -74,6 +74,9 @@ pub struct Membership {
     pub(super) live: Mutex<Vec<NodeRecord>>,
     /// Per session, its claim in flight.
     pub(super) claims: Mutex<HashMap<u64, ClaimInFlight>>,
+    /// Sessions whose claim in flight another node's takeover may have
+    /// overtaken: the name and the takeover's revision.
+    pub(super) superseded: Mutex<HashMap<u64, (Arc<str>, u64)>>,
     /// Cancelled when the node leaves: its tasks end.
     pub(super) stop: CancellationToken,
 }
@@ -116,6 +119,7 @@ impl Membership {
             owned: Mutex::default(),
             live: Mutex::default(),
             claims: Mutex::default(),
+            superseded: Mutex::default(),
             stop: CancellationToken::new(),
         });
         answer::start(&membership).await?;
