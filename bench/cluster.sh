@@ -12,8 +12,11 @@
 # Each scenario prints its JSON line; at the end the medians are printed as a table
 # (bench/cluster_report.py) and kept in bench/results/cluster-<stamp>/.
 #
-# Usage: bench/cluster.sh [--quick] [--runs N] [--only "single cluster idle failover"]
-# Environment: TCPHUB_BIN (a tcphub binary to use instead of building HEAD), TCPHUB_TARGET_DIR,
+# Usage: bench/cluster.sh [--quick | --smoke] [--runs N] [--only "single cluster idle failover"]
+#   --quick  smaller N, one run; --smoke  20 clients, one run (bench/smoke.sh, with TCPHUB_BIN)
+# Exits non-zero if any scenario run lost a message or a client.
+# Environment: TCPHUB_BIN (a tcphub binary to use instead of building HEAD), NATS_SERVER_BIN
+#   (default: scripts/nats-servers.sh installs it), TCPHUB_TARGET_DIR,
 #   BENCH_TARGET_DIR, BENCH_PIN (1, the default: every server process on CPU 0, the load
 #   tool on the last CPU; 0: no pinning), BENCH_NICE (as run.sh).
 set -euo pipefail
@@ -21,15 +24,16 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 RUNS=3 FANOUT_N=15000 DIRECT_N=1000 MESSAGES=50000 INFLIGHT=64 ROUNDS=50 WARMUP=5
-IDLE_N=18000 FAILOVER_N=10000
+IDLE_N=18000 FAILOVER_N=10000 HOLD=10 SETTLE=2
 ONLY="single cluster idle failover"
 QUICK=false
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=true RUNS=1 FANOUT_N=1500 DIRECT_N=200 MESSAGES=5000 ROUNDS=10 WARMUP=2 IDLE_N=1000 FAILOVER_N=1000 ;;
+    --smoke) QUICK=true RUNS=1 FANOUT_N=30 DIRECT_N=20 MESSAGES=200 INFLIGHT=4 ROUNDS=3 WARMUP=1 IDLE_N=20 FAILOVER_N=20 HOLD=1 SETTLE=0 ;;
     --runs) RUNS=$2; shift ;;
     --only) ONLY=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--runs N] [--only LIST]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick | --smoke] [--runs N] [--only LIST]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -51,7 +55,7 @@ else
   rm -rf "$HUB_SRC"
   TCPHUB=$HUB_TARGET/release/tcphub
 fi
-eval "$(CARGO_TARGET_DIR=${TCPHUB_TARGET_DIR:-$ROOT/target} "$ROOT/scripts/nats-servers.sh")"
+[ -n "${NATS_SERVER_BIN:-}" ] || eval "$(CARGO_TARGET_DIR=${TCPHUB_TARGET_DIR:-$ROOT/target} "$ROOT/scripts/nats-servers.sh")"
 NATS=$NATS_SERVER_BIN
 command -v haproxy >/dev/null || { echo "haproxy is needed (apt-get install haproxy)" >&2; exit 1; }
 
@@ -263,7 +267,8 @@ for run in $(seq 1 "$RUNS"); do
       record "$run" "idle-$node" cluster-idle --target tcphub --addr "127.0.0.1:${TCP[$node]}" \
         --http-addr "127.0.0.1:${HTTP[$node]}" --server-pid "${PID[$node]}" --watch "nats=$NATS_PID" \
         --clients "$IDLE_N" --first-client $((n * IDLE_N)) --first-source $((2 + 19 * n)) \
-        --cluster-total $((3 * IDLE_N)) --listings "$listings" --timeout-secs 30 &
+        --cluster-total $((3 * IDLE_N)) --listings "$listings" --timeout-secs 30 \
+        --settle-secs "$SETTLE" --hold-secs "$HOLD" &
       tools+=("$!")
       n=$((n + 1))
     done
@@ -289,3 +294,7 @@ done
 } >"$OUT/machine.json"
 python3 "$HERE/cluster_report.py" "$OUT" | tee "$OUT/report.md"
 echo "== results in $OUT"
+if grep -q '"ok":false' "$RESULTS"; then
+  echo "cluster bench: some scenario runs failed (\"ok\":false in $RESULTS)" >&2
+  exit 1
+fi
