@@ -2,7 +2,8 @@
 # Smoke test of the benchmark, for CI: builds and unit-tests the load tool, then runs each
 # scenario once with 20 clients against the given tcphub binary and against the Node seed
 # server (the group and bulk scenarios against tcphub only), the floor program both ways,
-# and the mailbox scenarios once at tiny N against tcphub on a data dir. Exits non-zero on
+# the mailbox scenarios once at tiny N against tcphub on a data dir, and the cluster
+# scenarios (bench/cluster.sh --smoke: three nodes on a nats-server, HAProxy). Exits non-zero on
 # any lost, duplicated or misrouted message or failed registration. Timing figures from
 # here mean nothing; BENCHMARKS.md comes from bench/run.sh, bench/groups.sh and
 # bench/mailbox.sh.
@@ -76,4 +77,14 @@ wait "$SERVER_PID" || true
 SERVER_PID=
 "$BENCH" mailbox-restart --hub-bin "$TCPHUB" --data-dir "$DATA/restart" --senders 4 --messages 200 --names 10 \
   --restarts 1 --timeout-secs 20 || { echo "smoke: tcphub mailbox-restart failed" >&2; exit 1; }
-echo "bench smoke: tcphub and seed passed idle, fanout and direct; tcphub passed flood, group, bulk and the mailbox scenarios"
+# Cluster mode: one node against three on a nats-server, each scenario once at 20 clients;
+# the failover also needs HAProxy (as scripts/cluster-haproxy.sh does).
+if command -v haproxy >/dev/null; then
+  phases="single cluster idle failover"
+else
+  phases="single cluster idle"
+  echo "smoke: no haproxy, the cluster failover scenario is left out" >&2
+fi
+TCPHUB_BIN=$TCPHUB BENCH_TARGET_DIR=$BENCH_TARGET BENCH_PIN=0 "$HERE/cluster.sh" --smoke --only "$phases" >"$LOGS/cluster.log" 2>&1 \
+  || { echo "smoke: cluster scenarios failed:" >&2; tail -30 "$LOGS/cluster.log" >&2; exit 1; }
+echo "bench smoke: tcphub and seed passed idle, fanout and direct; tcphub passed flood, group, bulk, the mailbox and the cluster scenarios ($phases)"

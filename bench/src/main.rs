@@ -5,6 +5,7 @@
 //! duplicated or misrouted, or any client failed to register.
 
 mod bulk;
+mod cluster;
 mod groups;
 mod http;
 mod mailbox;
@@ -29,6 +30,10 @@ struct Cli {
     /// other core to the server).
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
+    /// Another process whose CPU time over the measured phase is reported, as `label=pid`
+    /// (cluster runs: the other nodes and the broker); repeat for several.
+    #[arg(long, global = true, value_parser = server::parse_watched)]
+    watch: Vec<(String, u32)>,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,6 +84,9 @@ enum Command {
     /// The offline mailbox scenarios (tcphub only): see mailbox.rs.
     #[command(flatten)]
     Mailbox(mailbox::Scenario),
+    /// The cluster scenarios (several tcphub nodes on one broker): see cluster.rs.
+    #[command(flatten)]
+    Cluster(cluster::Scenario),
     /// Broadcasts, sends to a group of every client and sends to small groups, interleaved:
     /// CPU per delivery of each (tcphub; needs --groups-per-client 2 or more).
     Group {
@@ -130,6 +138,7 @@ impl Command {
             Command::Direct { .. } => "direct",
             Command::Flood { .. } => "flood",
             Command::Mailbox(scenario) => scenario.name(),
+            Command::Cluster(scenario) => scenario.name(),
             Command::Group { .. } => "group",
             Command::Bulk { .. } => "bulk",
             Command::Wait { .. } => "wait",
@@ -139,6 +148,7 @@ impl Command {
 
 fn main() {
     let cli = Cli::parse();
+    server::watch(cli.watch);
     let runtime = if cli.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -185,6 +195,7 @@ async fn run(command: Command) -> Result<Option<(bool, Value)>> {
             return Ok(None);
         }
         Command::Mailbox(scenario) => return mailbox::run(scenario).await.map(Some),
+        Command::Cluster(scenario) => return cluster::run(scenario).await.map(Some),
         Command::Idle {
             common,
             settle_secs,
@@ -264,6 +275,7 @@ fn watch(common: &Common) -> Result<ForeignLoad> {
 /// Adds the share of CPU that other processes took during the run to its results.
 fn with_load((ok, mut results): (bool, Value), load: &ForeignLoad) -> Result<(bool, Value)> {
     results["foreign_cpu_share"] = json!(load.share()?);
+    results["watched_cpu_secs"] = server::watched_spent();
     Ok((ok, results))
 }
 

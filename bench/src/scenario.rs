@@ -57,6 +57,14 @@ pub struct Common {
     /// Members of each group of the second kind (`b-<n>`), the small group of the group scenario.
     #[arg(long, default_value_t = 100)]
     pub group_size: usize,
+    /// Cluster mode: subscribers connect to these nodes' TCP addresses (in equal blocks, in
+    /// order) instead of to --addr; repeat for each node.
+    #[arg(long = "node-addr")]
+    pub node_addrs: Vec<SocketAddr>,
+    /// Subscriber i registers as `c-<first-client + i>`, so that several load-tool
+    /// processes can hold disjoint names in one cluster (idle, fanout and direct).
+    #[arg(long, default_value_t = 0)]
+    pub first_client: usize,
 }
 
 impl Common {
@@ -67,6 +75,14 @@ impl Common {
             .filter(|&b| b < 255)
             .context("out of loopback source addresses")?;
         Ok(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+    }
+
+    /// Where subscriber `client` connects: --addr, or its block's --node-addr.
+    pub(crate) fn addr_of(&self, client: usize) -> SocketAddr {
+        match self.node_addrs.len() {
+            0 => self.addr,
+            nodes => self.node_addrs[client * nodes / self.clients.max(1)],
+        }
     }
 
     pub(crate) fn patience(&self) -> Duration {
@@ -125,12 +141,12 @@ pub(crate) async fn open_fleet(
         let groups = crate::groups::memberships(client, common);
         let (target, addr, patience, total) = (
             common.target,
-            common.addr,
+            common.addr_of(client),
             common.patience(),
             common.clients,
         );
+        let name = client_name(common.first_client + client);
         tokio::spawn(async move {
-            let name = client_name(client);
             let registered = timeout(
                 patience,
                 ClientConn::register(target, addr, source, &name, &groups),
@@ -511,7 +527,8 @@ pub async fn direct(common: &Common, inflight: usize, messages: usize) -> Result
     for (sender, mut publisher) in publishers.into_iter().enumerate() {
         let (state, next_seq, trigger_errors) =
             (state.clone(), next_seq.clone(), trigger_errors.clone());
-        let (clients, patience) = (common.clients, common.patience());
+        let (clients, patience, first_client) =
+            (common.clients, common.patience(), common.first_client);
         senders.push(tokio::spawn(async move {
             let mut destinations = Destinations(0x9e37_79b9_7f4a_7c15 ^ (sender as u64 + 1));
             loop {
@@ -522,7 +539,10 @@ pub async fn direct(common: &Common, inflight: usize, messages: usize) -> Result
                 let dest = destinations.next(clients);
                 let text = payload(format!("m{seq}:d{dest}:w{sender}:"), state.payload_bytes);
                 state.sent[seq].store(stamp(state.epoch), Relaxed);
-                if let Err(e) = publisher.direct(&client_name(dest), &text).await {
+                if let Err(e) = publisher
+                    .direct(&client_name(first_client + dest), &text)
+                    .await
+                {
                     trigger_errors
                         .lock()
                         .unwrap()

@@ -1,6 +1,9 @@
 //! What the bench reads about the server process from /proc: resident memory and CPU time.
 
+use std::sync::{Mutex, OnceLock};
+
 use anyhow::{bail, Context, Result};
+use serde_json::{Map, Value};
 
 /// The server process under test.
 #[derive(Clone, Copy)]
@@ -44,11 +47,54 @@ fn own_cpu_seconds() -> Result<f64> {
     cpu_seconds_of(std::process::id())
 }
 
+/// Further processes every meter also reads, by label (`--watch`: in a cluster, the other
+/// nodes and the broker, whose work for a message is not in the server's figure).
+static WATCHED: OnceLock<Vec<(String, u32)>> = OnceLock::new();
+/// What each watched process spent over the last metered phase.
+static WATCHED_SPENT: Mutex<Vec<(String, f64)>> = Mutex::new(Vec::new());
+
+/// Sets the processes to watch; called once, before any scenario runs.
+pub fn watch(processes: Vec<(String, u32)>) {
+    let _ = WATCHED.set(processes);
+}
+
+/// Parses a `--watch` value, `label=pid`.
+pub fn parse_watched(text: &str) -> Result<(String, u32), String> {
+    let (label, pid) = text.split_once('=').ok_or("expected label=pid")?;
+    let pid = pid.parse().map_err(|e| format!("pid {pid}: {e}"))?;
+    Ok((label.to_owned(), pid))
+}
+
+/// CPU seconds of every watched process over the last metered phase, by label.
+pub fn watched_spent() -> Value {
+    let spent = WATCHED_SPENT.lock().unwrap();
+    Value::Object(Map::from_iter(
+        spent
+            .iter()
+            .map(|(label, secs)| (label.clone(), Value::from(*secs))),
+    ))
+}
+
+fn watched_cpu() -> Result<Vec<(String, f64)>> {
+    WATCHED
+        .get()
+        .into_iter()
+        .flatten()
+        .map(|(label, pid)| Ok((label.clone(), cpu_seconds_of(*pid)?)))
+        .collect()
+}
+
+/// CPU seconds of all watched processes together: not foreign load.
+fn watched_total() -> Result<f64> {
+    Ok(watched_cpu()?.iter().map(|(_, secs)| secs).sum())
+}
+
 /// The CPU time the server and the load tool each spend over one phase of a scenario.
 pub struct CpuMeter {
     server: ServerProcess,
     server_before: f64,
     own_before: f64,
+    watched_before: Vec<(String, f64)>,
 }
 
 /// CPU seconds spent during a phase.
@@ -66,11 +112,17 @@ impl CpuMeter {
             server,
             server_before: server.cpu_seconds()?,
             own_before: own_cpu_seconds()?,
+            watched_before: watched_cpu()?,
         })
     }
 
-    /// What each has spent since `start`.
+    /// What each has spent since `start` (the watched processes' share is kept for
+    /// `watched_spent`).
     pub fn spent(&self) -> Result<CpuSpent> {
+        let watched = watched_cpu()?.into_iter().zip(&self.watched_before);
+        *WATCHED_SPENT.lock().unwrap() = watched
+            .map(|((label, now), (_, before))| (label, now - before))
+            .collect();
         Ok(CpuSpent {
             server: self.server.cpu_seconds()? - self.server_before,
             load_tool: own_cpu_seconds()? - self.own_before,
@@ -120,7 +172,7 @@ pub fn raise_open_files_limit() -> Result<u64> {
 }
 
 /// Watches how much CPU the rest of the machine used while a scenario ran: anything but the
-/// server and the bench itself (a build, a test suite) skews every figure of that run.
+/// server, the watched processes and the bench itself (a build, a test suite) skews every figure of that run.
 pub struct ForeignLoad {
     server: ServerProcess,
     started: std::time::Instant,
@@ -135,13 +187,13 @@ impl ForeignLoad {
             server,
             started: std::time::Instant::now(),
             machine: machine_busy_seconds()?,
-            ours: server.cpu_seconds()? + own_cpu_seconds()?,
+            ours: server.cpu_seconds()? + own_cpu_seconds()? + watched_total()?,
         })
     }
 
     /// The share of the machine's CPU capacity used by other processes since `start`.
     pub fn share(&self) -> Result<f64> {
-        let ours = self.server.cpu_seconds()? + own_cpu_seconds()? - self.ours;
+        let ours = self.server.cpu_seconds()? + own_cpu_seconds()? + watched_total()? - self.ours;
         let others = machine_busy_seconds()? - self.machine - ours;
         let capacity = self.started.elapsed().as_secs_f64()
             * std::thread::available_parallelism()?.get() as f64;
