@@ -78,13 +78,9 @@ SERVER_PID=
 "$BENCH" mailbox-restart --hub-bin "$TCPHUB" --data-dir "$DATA/restart" --senders 4 --messages 200 --names 10 \
   --restarts 1 --timeout-secs 20 || { echo "smoke: tcphub mailbox-restart failed" >&2; exit 1; }
 # Cluster mode: one node against three on a nats-server, each scenario once at 20 clients;
-# the failover also needs HAProxy (as scripts/cluster-haproxy.sh does).
-if command -v haproxy >/dev/null; then
-  phases="single cluster idle failover"
-else
-  phases="single cluster idle"
-  echo "smoke: no haproxy, the cluster failover scenario is left out" >&2
-fi
+# the failover also needs HAProxy (scripts/cluster-haproxy.sh installs it; missing, this fails).
+command -v haproxy >/dev/null || { echo "smoke: haproxy is needed for the cluster failover scenario" >&2; exit 1; }
+phases="single cluster idle failover"
 TCPHUB_BIN=$TCPHUB BENCH_TARGET_DIR=$BENCH_TARGET BENCH_PIN=0 "$HERE/cluster.sh" --smoke --only "$phases" >"$LOGS/cluster.log" 2>&1 \
   || { echo "smoke: cluster scenarios failed:" >&2; tail -30 "$LOGS/cluster.log" >&2; exit 1; }
 echo "bench smoke: tcphub and seed passed idle, fanout and direct; tcphub passed flood, group, bulk, the mailbox and the cluster scenarios ($phases)"
