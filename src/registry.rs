@@ -97,7 +97,9 @@ pub struct Client {
     connected_at_ms: u64,
     name: Mutex<Option<Arc<str>>>,
     /// Its groups, sorted; changed only under the registry lock, with the index.
-    groups: Mutex<Vec<Arc<str>>>,
+    /// (A boxed slice, not a `Vec`: 8 bytes less keep `Client` in a smaller
+    /// allocation class, and this struct is kept once per connection.)
+    groups: Mutex<Box<[Arc<str>]>>,
     socket: Option<TcpStream>,
     outbox: Outbox,
     stats: ClientStats,
@@ -155,7 +157,7 @@ impl Client {
 
     /// Its groups, sorted.
     pub fn groups(&self) -> Vec<Arc<str>> {
-        lock(&self.groups).clone()
+        lock(&self.groups).to_vec()
     }
 
     /// Its counters.
