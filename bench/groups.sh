@@ -15,7 +15,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 # The hub keeps 1,032 of the 20,000 descriptors a process may open here for HTTP and itself,
-# so 18,900 is as close to run.sh's 19,000 as it admits.
+# so it admits 18,968 clients (as in run.sh).
 RUNS=5 N=10000 IDLE_N=18900 GROUP_SIZE=100 BLOCKS=5 ROUNDS=10 SMALL_SENDS=1000 WARMUP=2
 QUICK=false
 while [ $# -gt 0 ]; do
@@ -38,6 +38,9 @@ TCPHUB_REV=$(git -C "$ROOT" rev-parse --short HEAD)
 # (Outside the repository: cargo would take bench/'s workspace for the copy's.)
 HUB_SRC=$(mktemp -d)
 git -C "$ROOT" archive HEAD | tar -x -C "$HUB_SRC"
+# git archive dates the files at the commit; cargo, which goes by dates, would take a
+# binary built later from another tree in the same target dir for this one.
+find "$HUB_SRC" -exec touch {} +
 CARGO_TARGET_DIR=$HUB_TARGET cargo build --release --locked --manifest-path "$HUB_SRC/Cargo.toml"
 rm -rf "$HUB_SRC"
 TCPHUB=$HUB_TARGET/release/tcphub

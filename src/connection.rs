@@ -17,7 +17,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_util::future::Either;
@@ -61,25 +61,35 @@ pub fn serve(
     }
 }
 
-async fn run(mut registration: Registration, directory: Directory) {
-    {
-        let client = registration.client();
-        // At info a client appears once it is named (and again when it leaves):
-        // a bare connection is one more line per client in a reconnect storm.
-        debug!(session = %client.id(), peer = %client.peer(), "client connected");
+// A function returning an `async` block rather than an `async fn`: an `async
+// fn`'s future keeps its arguments twice, and this future is kept once per idle
+// client, in a task allocation that grows by a 128-byte step when the future
+// passes 144 bytes.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its argument twice"
+)]
+fn run(mut registration: Registration, directory: Directory) -> impl Future<Output = ()> + Send {
+    async move {
+        {
+            let client = registration.client();
+            // At info a client appears once it is named (and again when it leaves):
+            // a bare connection is one more line per client in a reconnect storm.
+            debug!(session = %client.id(), peer = %client.peer(), "client connected");
+        }
+        let outcome = read_and_flush(&directory, &registration).await;
+        if let Err(err) = outcome {
+            debug!(session = %registration.client().id(), %err, "connection failed");
+            registration.ended_by_error();
+        }
+        let (registry, client) = (registration.registry(), registration.client());
+        Box::pin(close(registry, client)).await;
+        let reason = client
+            .outbox()
+            .closing()
+            .map_or("closed", ByeReason::as_str);
+        info!(session = %client.id(), peer = %client.peer(), name = client.name().as_deref().map(display), %reason, "client disconnected");
     }
-    let outcome = read_and_flush(&directory, registration.client()).await;
-    if let Err(err) = outcome {
-        debug!(session = %registration.client().id(), %err, "connection failed");
-        registration.ended_by_error();
-    }
-    let (registry, client) = (registration.registry(), registration.client());
-    Box::pin(close(registry, client)).await;
-    let reason = client
-        .outbox()
-        .closing()
-        .map_or("closed", ByeReason::as_str);
-    info!(session = %client.id(), peer = %client.peer(), name = client.name().as_deref().map(display), %reason, "client disconnected");
 }
 
 async fn refuse(registry: Registry, client: Arc<Client>) {
@@ -89,54 +99,116 @@ async fn refuse(registry: Registry, client: Arc<Client>) {
 }
 
 /// Runs the connection until the peer closes it or the hub queues its `bye`.
-async fn read_and_flush(directory: &Directory, client: &Arc<Client>) -> io::Result<()> {
-    let registry = directory.registry();
-    let Some(socket) = client.socket() else {
-        return Ok(());
-    };
-    // Kept only while a frame is unfinished; most idle clients hold none.
-    let mut decoder: Option<Box<FrameDecoder>> = None;
-    // True while queued frames wait for the socket to accept more bytes.
-    let mut blocked = false;
-    let mut budget: Option<Budget> = None;
-    // Set while the client is past its rate: the socket is not read until it fires.
-    let mut throttled: Option<Pin<Box<Sleep>>> = None;
-    while client.outbox().closing().is_none() {
-        // Polling readiness directly (rather than selecting over futures) keeps
-        // an idle connection's task small: the wakers live in the socket's and
-        // the outbox's own slots.
-        let wake = poll_fn(|cx| {
-            if client.outbox().poll_queued(cx).is_ready() {
-                return Poll::Ready(Ok(Wake::Queued));
-            }
-            if blocked && let Poll::Ready(ready) = socket.poll_write_ready(cx) {
-                return Poll::Ready(ready.map(|()| Wake::Writable));
-            }
-            match &mut throttled {
-                Some(sleep) => sleep.as_mut().poll(cx).map(|()| Ok(Wake::Refilled)),
-                None => socket.poll_read_ready(cx).map_ok(|()| Wake::Readable),
-            }
-        })
-        .await?;
-        match wake {
-            Wake::Queued | Wake::Writable => blocked = !flush(registry, client, socket)?,
-            Wake::Refilled => throttled = None,
-            Wake::Readable => {
-                match read_frames(directory, client, socket, &mut decoder, &mut budget)? {
-                    Flow::Drained => {}
-                    Flow::PeerClosed => return Ok(()),
-                    // Readiness is still set, so without an explicit yield the task
-                    // would read on and keep its worker from other connections.
-                    Flow::MoreToRead => tokio::task::yield_now().await,
-                    Flow::Throttled(resume) => {
-                        registry.record_throttled();
-                        throttled = Some(Box::pin(sleep_until(resume)));
-                    }
-                }
+fn read_and_flush<'a>(
+    directory: &'a Directory,
+    registration: &'a Registration,
+) -> impl Future<Output = io::Result<()>> + Send + 'a {
+    let mut session = registration.client().socket().map(|socket| Session {
+        directory,
+        registration,
+        socket,
+        decoder: None,
+        budget: None,
+        throttled: None,
+        blocked: false,
+        must_yield: false,
+    });
+    // A bare `poll_fn` over the session rather than an `async` block: the
+    // future is then the session and nothing else.
+    poll_fn(move |cx| match &mut session {
+        Some(session) => session.poll_run(cx),
+        None => Poll::Ready(Ok(())),
+    })
+}
+
+/// What a connection task keeps between wake-ups.
+struct Session<'a> {
+    directory: &'a Directory,
+    registration: &'a Registration,
+    socket: &'a TcpStream,
+    /// Kept only while a frame is unfinished; most idle clients hold none.
+    decoder: Option<Box<FrameDecoder>>,
+    budget: Option<Budget>,
+    /// Set while the client is past its rate: the socket is not read until it fires.
+    throttled: Option<Pin<Box<Sleep>>>,
+    /// True while queued frames wait for the socket to accept more bytes.
+    blocked: bool,
+    /// Set when reading stopped with bytes left: the task yields before it goes on.
+    must_yield: bool,
+}
+
+impl Session<'_> {
+    /// Handles every wake-up until the peer closes or the hub queues the `bye`.
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.registration.client().outbox().closing().is_none() {
+            let wake = ready!(self.poll_wake(cx))?;
+            if self.on_wake(wake)? == Flow::PeerClosed {
+                break;
             }
         }
+        Poll::Ready(Ok(()))
     }
-    Ok(())
+
+    /// Ready when there is something to do. Polling readiness directly (rather
+    /// than selecting over futures) keeps an idle connection's task small: the
+    /// wakers live in the socket's and the outbox's own slots.
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Wake>> {
+        if self.must_yield {
+            // Waking itself puts the task at the back of its worker's queue, as
+            // `tokio::task::yield_now` does, without a second future to keep.
+            self.must_yield = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if self
+            .registration
+            .client()
+            .outbox()
+            .poll_queued(cx)
+            .is_ready()
+        {
+            return Poll::Ready(Ok(Wake::Queued));
+        }
+        if self.blocked {
+            if let Poll::Ready(ready) = self.socket.poll_write_ready(cx) {
+                return Poll::Ready(ready.map(|()| Wake::Writable));
+            }
+        }
+        match &mut self.throttled {
+            Some(sleep) => sleep.as_mut().poll(cx).map(|()| Ok(Wake::Refilled)),
+            None => self.socket.poll_read_ready(cx).map_ok(|()| Wake::Readable),
+        }
+    }
+
+    /// Acts on what woke the task; `Flow::PeerClosed` when the client closed.
+    fn on_wake(&mut self, wake: Wake) -> io::Result<Flow> {
+        let (registry, client) = (self.registration.registry(), self.registration.client());
+        match wake {
+            Wake::Queued | Wake::Writable => self.blocked = !flush(registry, client, self.socket)?,
+            Wake::Refilled => self.throttled = None,
+            Wake::Readable => {
+                let flow = read_frames(
+                    self.directory,
+                    client,
+                    self.socket,
+                    &mut self.decoder,
+                    &mut self.budget,
+                )?;
+                match flow {
+                    Flow::Drained | Flow::PeerClosed => {}
+                    // Readiness is still set, so without an explicit yield the task
+                    // would read on and keep its worker from other connections.
+                    Flow::MoreToRead => self.must_yield = true,
+                    Flow::Throttled(resume) => {
+                        registry.record_throttled();
+                        self.throttled = Some(Box::pin(sleep_until(resume)));
+                    }
+                }
+                return Ok(flow);
+            }
+        }
+        Ok(Flow::Drained)
+    }
 }
 
 /// What woke the connection task.

@@ -179,6 +179,19 @@ impl<T: Clone> GroupIndex<T> {
         }
     }
 
+    /// `names` (groups that have members) as the index's own copies of them, so
+    /// that a set kept beside each member does not hold its own copy of every name.
+    pub fn shared_names(&self, names: &[Arc<str>]) -> Box<[Arc<str>]> {
+        names
+            .iter()
+            .map(|name| {
+                self.members
+                    .get_key_value(name)
+                    .map_or_else(|| Arc::clone(name), |(shared, _)| Arc::clone(shared))
+            })
+            .collect()
+    }
+
     /// Forgets a connection that is leaving: its memberships in `groups` and its claim.
     pub fn forget(&mut self, session: u64, groups: &[Arc<str>]) {
         for group in groups {
@@ -341,6 +354,13 @@ mod tests {
             index.page("", 0, 10),
             (2, vec![(Arc::from("a"), 2), (Arc::from("b"), 1)])
         );
+        let shared = index.shared_names(&sorted(&["a", "z"]));
+        let first_a = index.members.keys().next().unwrap();
+        assert!(
+            Arc::ptr_eq(&shared[0], first_a),
+            "a group's name is the index's own"
+        );
+        assert_eq!(&*shared[1], "z", "a name the index lacks is kept as given");
         index.update(2, &"two", &sorted(&["a", "b"]), &sorted(&["a"]));
         assert_eq!(index.count("b"), 0);
         assert_eq!(index.page("b", 0, 10), (0, vec![]));

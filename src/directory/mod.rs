@@ -124,8 +124,16 @@ pub enum Claiming {
 }
 
 /// The way to every client of the hub.
+///
+/// One pointer wide: every connection task keeps a copy, and an idle client's
+/// task must stay within its allocation class (see `tests/footprint.rs`).
 #[derive(Debug, Clone)]
 pub struct Directory {
+    parts: Arc<Parts>,
+}
+
+#[derive(Debug)]
+struct Parts {
     registry: Registry,
     node: Arc<Node>,
     cluster: Option<Arc<Membership>>,
@@ -135,40 +143,44 @@ impl Directory {
     /// A directory of the clients of this process alone.
     pub fn local(registry: Registry, node: Arc<Node>) -> Directory {
         Directory {
-            registry,
-            node,
-            cluster: None,
+            parts: Arc::new(Parts {
+                registry,
+                node,
+                cluster: None,
+            }),
         }
     }
 
     /// A directory of every client of the cluster `membership` belongs to.
     pub fn clustered(registry: Registry, membership: Arc<Membership>) -> Directory {
         Directory {
-            registry,
-            node: Arc::clone(membership.node()),
-            cluster: Some(membership),
+            parts: Arc::new(Parts {
+                registry,
+                node: Arc::clone(membership.node()),
+                cluster: Some(membership),
+            }),
         }
     }
 
     /// This node's registry: its own clients, events, metrics and mailbox.
     pub fn registry(&self) -> &Registry {
-        &self.registry
+        &self.parts.registry
     }
 
     /// This node's identity.
     pub fn node(&self) -> &Node {
-        &self.node
+        &self.parts.node
     }
 
     /// This node's part in a cluster, if it is in one.
     pub fn cluster(&self) -> Option<&Arc<Membership>> {
-        self.cluster.as_ref()
+        self.parts.cluster.as_ref()
     }
 
     /// Registers `name` for `client`, or renames it.
     pub fn claim(&self, client: &Arc<Client>, name: &str) -> Claiming {
-        match &self.cluster {
-            None => Claiming::Done(self.registry.sync(client, name)),
+        match &self.parts.cluster {
+            None => Claiming::Done(self.parts.registry.sync(client, name)),
             Some(cluster) => Claiming::Pending(Box::pin(
                 Arc::clone(cluster).claim_with_mail(Arc::clone(client), name.to_owned()),
             )),
@@ -177,16 +189,16 @@ impl Directory {
 
     /// The live client named `name`, if it is connected to this node.
     fn live_here(&self, name: &str) -> Option<Arc<Client>> {
-        self.registry.get(name)
+        self.parts.registry.get(name)
     }
 
     /// The live client named `name`.
     pub async fn get(&self, name: &str) -> Result<ClientView, Failure> {
-        match (self.live_here(name), &self.cluster) {
+        match (self.live_here(name), &self.parts.cluster) {
             (Some(client), _) => Ok(ClientView::named(
                 &client,
                 Some(Arc::from(name)),
-                &self.node.id,
+                &self.parts.node.id,
             )),
             (None, Some(cluster)) => cluster.remote_client(name).await,
             (None, None) => Err(Failure::NotFound(name.to_owned())),
@@ -200,7 +212,7 @@ impl Directory {
         query: &ListQuery,
         after: Option<&Cursor>,
     ) -> Result<ClientPage, Failure> {
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = &self.parts.cluster {
             let page = cluster.list_all(query, after).await?;
             return Ok(ClientPage {
                 total: page.total,
@@ -209,10 +221,10 @@ impl Directory {
                 missing_nodes: page.missing,
             });
         }
-        let listing = local_page(&self.registry, &self.node.id, query, after);
+        let listing = local_page(&self.parts.registry, &self.parts.node.id, query, after);
         let next = listing.page.last().filter(|_| listing.more).map(|last| {
             Cursor {
-                node: self.node.id.clone(),
+                node: self.parts.node.id.clone(),
                 session: last.client.session(),
             }
             .to_string()
@@ -220,7 +232,7 @@ impl Directory {
         let clients = listing
             .page
             .iter()
-            .map(|listed| ClientView::listed(listed, &self.node.id))
+            .map(|listed| ClientView::listed(listed, &self.parts.node.id))
             .collect();
         Ok(ClientPage {
             total: listing.total,
@@ -232,16 +244,20 @@ impl Directory {
 
     /// The live nodes: on a single node, itself.
     pub async fn nodes(&self) -> Result<Vec<NodeView>, Failure> {
-        match &self.cluster {
+        match &self.parts.cluster {
             Some(cluster) => Ok(cluster.nodes_all().await),
-            None => Ok(vec![NodeView::of(&self.node, self.registry.len())]),
+            None => Ok(vec![NodeView::of(
+                &self.parts.node,
+                self.parts.registry.len(),
+            )]),
         }
     }
 
     /// Pushes `message` to the client named `name`.
     pub async fn send(&self, name: &str, message: &Value) -> Result<Sent, Failure> {
-        let id = match (self.live_here(name), &self.cluster) {
+        let id = match (self.live_here(name), &self.parts.cluster) {
             (Some(client), _) => self
+                .parts
                 .registry
                 .send_to_client(&client, message)
                 .map_err(|err| send_failure(err, name))?,
@@ -263,7 +279,7 @@ impl Directory {
         message: &Value,
         patience: Duration,
     ) -> Result<String, Failure> {
-        let client = match (self.live_here(name), &self.cluster) {
+        let client = match (self.live_here(name), &self.parts.cluster) {
             (Some(client), _) => client,
             (None, Some(cluster)) => {
                 return cluster
@@ -273,10 +289,11 @@ impl Directory {
             (None, None) => return Err(Failure::NotFound(name.to_owned())),
         };
         let wait = self
+            .parts
             .registry
             .send_awaiting_ack_from(&client, message)
             .map_err(|err| send_failure(err, name))?;
-        wait_for_ack(&self.registry, name, wait, patience)
+        wait_for_ack(&self.parts.registry, name, wait, patience)
             .await
             .map_err(Failure::AckTimeout)
     }
@@ -294,6 +311,7 @@ impl Directory {
         keep: Keep,
     ) -> Result<Sent, Failure> {
         let remote = self
+            .parts
             .cluster
             .as_ref()
             .filter(|_| !keep.until_ack && self.live_here(name).is_none());
@@ -310,10 +328,11 @@ impl Directory {
                 Err(other) => return Err(other),
             }
         }
-        let sent = match &self.cluster {
+        let sent = match &self.parts.cluster {
             Some(cluster) => {
                 if let Some(client) = self.live_here(name).filter(|_| !keep.until_ack) {
                     let id = self
+                        .parts
                         .registry
                         .send_to_client(&client, message)
                         .map_err(|err| send_failure(err, name))?;
@@ -328,7 +347,7 @@ impl Directory {
                     .await
                     .map_err(|err| store_failure(err.into(), name))?
             }
-            None => delivery::send_or_store(&self.registry, name, message, keep)
+            None => delivery::send_or_store(&self.parts.registry, name, message, keep)
                 .await
                 .map_err(|err| store_failure(err, name))?,
         };
@@ -341,14 +360,14 @@ impl Directory {
 
     /// Pushes `message` to every live client.
     pub async fn broadcast(&self, message: Value) -> Result<Reach, Failure> {
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = &self.parts.cluster {
             let (report, missing_nodes) = cluster.fan_out_all(None, message).await?;
             return Ok(Reach {
                 report,
                 missing_nodes,
             });
         }
-        let registry = self.registry.clone();
+        let registry = self.parts.registry.clone();
         let report = blocking("broadcast", move || registry.broadcast(&message)).await?;
         Ok(Reach {
             report,
@@ -358,14 +377,14 @@ impl Directory {
 
     /// Pushes `message` to every member of `group`.
     pub async fn send_to_group(&self, group: String, message: Value) -> Result<Reach, Failure> {
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = &self.parts.cluster {
             let (report, missing_nodes) = cluster.fan_out_all(Some(group), message).await?;
             return Ok(Reach {
                 report,
                 missing_nodes,
             });
         }
-        let registry = self.registry.clone();
+        let registry = self.parts.registry.clone();
         let report = blocking("group send", move || {
             registry.send_to_group(&group, &message)
         })
@@ -384,7 +403,7 @@ impl Directory {
         offset: usize,
         limit: usize,
     ) -> Result<GroupPage, Failure> {
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = &self.parts.cluster {
             let (total, groups, missing_nodes) = cluster.groups_all(prefix, offset, limit).await?;
             return Ok(GroupPage {
                 total,
@@ -392,7 +411,7 @@ impl Directory {
                 missing_nodes,
             });
         }
-        let (total, page) = self.registry.group_page(prefix, offset, limit);
+        let (total, page) = self.parts.registry.group_page(prefix, offset, limit);
         let groups = page
             .into_iter()
             .map(|(name, members)| (name.to_string(), members))
@@ -412,7 +431,7 @@ impl Directory {
         offset: usize,
         limit: usize,
     ) -> Result<ClientPage, Failure> {
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = &self.parts.cluster {
             let page = cluster.group_members_all(group, offset, limit).await?;
             return Ok(ClientPage {
                 total: page.total,
@@ -421,10 +440,10 @@ impl Directory {
                 missing_nodes: page.missing,
             });
         }
-        let (total, page) = self.registry.group_members(group, offset, limit);
+        let (total, page) = self.parts.registry.group_members(group, offset, limit);
         let clients = page
             .iter()
-            .map(|listed| ClientView::listed(listed, &self.node.id))
+            .map(|listed| ClientView::listed(listed, &self.parts.node.id))
             .collect();
         Ok(ClientPage {
             total,
@@ -440,8 +459,9 @@ impl Directory {
         name: &str,
         groups: BTreeSet<Arc<str>>,
     ) -> Result<Vec<String>, Failure> {
-        let (Some(cluster), None) = (&self.cluster, self.live_here(name)) else {
+        let (Some(cluster), None) = (&self.parts.cluster, self.live_here(name)) else {
             let groups = self
+                .parts
                 .registry
                 .set_groups_of(name, &GroupChange::Replace(groups))
                 .map_err(|err| match err {
@@ -458,15 +478,15 @@ impl Directory {
 
     /// Sends each item to its recipients; one outcome per recipient, in order.
     pub async fn send_bulk(&self, items: Vec<BulkItem>) -> Result<Vec<Recipient>, Failure> {
-        bulk::send(&self.registry, self.cluster.as_deref(), items).await
+        bulk::send(&self.parts.registry, self.parts.cluster.as_deref(), items).await
     }
 
     /// Pushes the stored messages of `client`'s name, right after its `welcome`.
     pub fn deliver_stored(&self, client: &Arc<Client>) {
-        match &self.cluster {
+        match &self.parts.cluster {
             Some(cluster) => cluster.deliver_after_welcome(client),
             None => {
-                delivery::deliver_stored(&self.registry, client);
+                delivery::deliver_stored(&self.parts.registry, client);
             }
         }
     }
@@ -474,13 +494,13 @@ impl Directory {
     /// Takes `client`'s ack of message `id`: in a cluster, a message kept
     /// until acked that another node stored leaves the mailbox too.
     pub fn acked(&self, client: &Client, id: String) {
-        if let Some(cluster) = &self.cluster
+        if let Some(cluster) = &self.parts.cluster
             && cluster.mail_acked(client, &id)
-            && !self.registry.issued(&id)
+            && !self.parts.registry.issued(&id)
         {
-            return self.registry.stored_message_acked(client, id);
+            return self.parts.registry.stored_message_acked(client, id);
         }
-        self.registry.client_acked(client, id);
+        self.parts.registry.client_acked(client, id);
     }
 
     /// Names with stored messages starting with `prefix`, by name: how many
@@ -491,16 +511,16 @@ impl Directory {
         offset: usize,
         limit: usize,
     ) -> Result<(usize, Vec<Summary>), Failure> {
-        match &self.cluster {
+        match &self.parts.cluster {
             Some(cluster) => cluster.mailboxes(prefix, offset, limit).await,
-            None => Ok(self.registry.mailbox().names(prefix, offset, limit)),
+            None => Ok(self.parts.registry.mailbox().names(prefix, offset, limit)),
         }
     }
 
     /// The messages stored for `name`, oldest first.
     pub async fn mailbox(&self, name: &str) -> Result<Vec<StoredEntry>, Failure> {
-        let Some(cluster) = &self.cluster else {
-            let registry = &self.registry;
+        let Some(cluster) = &self.parts.cluster else {
+            let registry = &self.parts.registry;
             return Ok(registry
                 .mailbox()
                 .messages(name)
@@ -519,11 +539,11 @@ impl Directory {
 
     /// Removes every message stored for `name`.
     pub async fn purge_mailbox(&self, name: &str) -> Result<(), Failure> {
-        match &self.cluster {
+        match &self.parts.cluster {
             Some(cluster) => cluster.purge_mailbox(name).await,
             None => {
-                self.registry.mailbox().purge(name);
-                delivery::record_totals(&self.registry);
+                self.parts.registry.mailbox().purge(name);
+                delivery::record_totals(&self.parts.registry);
                 Ok(())
             }
         }
@@ -531,9 +551,10 @@ impl Directory {
 
     /// Disconnects the client named `name` with `bye` `kicked`.
     pub async fn kick(&self, name: &str) -> Result<(), Failure> {
-        match (self.live_here(name), &self.cluster) {
+        match (self.live_here(name), &self.parts.cluster) {
             (None, Some(cluster)) => cluster.remote_kick(name).await,
             _ => self
+                .parts
                 .registry
                 .kick(name, ByeReason::Kicked)
                 .map_err(|err| send_failure(err, name)),

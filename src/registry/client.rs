@@ -21,7 +21,9 @@ pub struct Client {
     pub(super) connected_at_ms: u64,
     pub(super) name: Mutex<Option<Arc<str>>>,
     /// Its groups, sorted; changed only under the registry lock, with the index.
-    pub(super) groups: Mutex<Vec<Arc<str>>>,
+    /// (A boxed slice, not a `Vec`: 8 bytes less keep `Client` in a smaller
+    /// allocation class, and this struct is kept once per connection.)
+    pub(super) groups: Mutex<Box<[Arc<str>]>>,
     pub(super) socket: Option<TcpStream>,
     pub(super) outbox: Outbox,
     pub(super) stats: ClientStats,
@@ -79,7 +81,7 @@ impl Client {
 
     /// Its groups, sorted.
     pub fn groups(&self) -> Vec<Arc<str>> {
-        lock(&self.groups).clone()
+        lock(&self.groups).to_vec()
     }
 
     /// Its counters.

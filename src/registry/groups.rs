@@ -94,7 +94,7 @@ impl Registry {
             }
             let mut current = lock(&client.groups);
             let next = change.apply(&current);
-            if next == *current {
+            if next[..] == current[..] {
                 return Ok((next, false));
             }
             let rules = JoinRules {
@@ -107,7 +107,7 @@ impl Registry {
             clients
                 .groups
                 .update(client.session, client, &current, &next);
-            current.clone_from(&next);
+            *current = clients.groups.shared_names(&next);
             next
         };
         self.emit(
