@@ -261,9 +261,11 @@ impl Boxes {
     }
 
     fn find(&mut self, name: &str, number: u64) -> Option<&mut Stored> {
+        // From the back: a message is made durable right after it was appended.
         self.by_name
             .get_mut(name)?
             .iter_mut()
+            .rev()
             .find(|stored| stored.number == number)
     }
 
