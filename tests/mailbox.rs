@@ -354,6 +354,57 @@ fn a_database_from_a_newer_version_is_refused() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[tokio::test]
+async fn a_version_1_database_is_migrated_and_keeps_its_messages() {
+    let dir = scratch_dir("v1");
+    let db = rusqlite::Connection::open(dir.join("mailbox.db")).unwrap();
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL;
+        CREATE TABLE messages (
+            number INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            body TEXT NOT NULL,
+            stored_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            until_ack INTEGER NOT NULL
+        );
+        CREATE INDEX messages_by_name ON messages (name, number);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO meta VALUES ('boots', 1);
+        INSERT INTO messages VALUES (7, 'dev', '{\"from\":\"v1\"}', 1, 9999999999999, 0);
+        PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(db);
+
+    let hub = TestHub::start(Config {
+        data_dir: Some(dir.clone()),
+        ..Config::default()
+    })
+    .await;
+    let mut client = TestClient::synced(&hub, "dev").await;
+    assert_eq!(
+        client.recv().await,
+        message(&json!("m7"), json!({"from": "v1"}))
+    );
+    hub.stop().await;
+
+    let db = rusqlite::Connection::open(dir.join("mailbox.db")).unwrap();
+    let version: i64 = db
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    let indexes: i64 = db
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'messages_by_name'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!((version, indexes), (2, 0));
+    drop(db);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_corrupt_database_is_refused_naming_the_file() {
     let dir = scratch_dir("corrupt");

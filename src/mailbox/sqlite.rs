@@ -27,8 +27,25 @@ use super::memory::Stored;
 
 /// The database file inside the data dir.
 pub const FILE_NAME: &str = "mailbox.db";
+/// The schema changes, in order: step `n` brings a database from version `n`
+/// to version `n + 1` (`PRAGMA user_version`).
+const MIGRATIONS: [&str; 2] = [
+    "CREATE TABLE messages (
+        number INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        stored_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        until_ack INTEGER NOT NULL
+    );
+    CREATE INDEX messages_by_name ON messages (name, number);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+    // Every read is served from memory, so the index only cost writes: a
+    // commit of sends to many names dirtied one index page per name.
+    "DROP INDEX messages_by_name;",
+];
 /// The schema this build writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Message numbers of one boot: each start begins a fresh block of ids, so an
@@ -201,7 +218,8 @@ fn open_failure(dir: &Path, path: &Path, err: &rusqlite::Error) -> OpenError {
     }
 }
 
-/// Brings the schema to [`SCHEMA_VERSION`].
+/// Brings the schema to [`SCHEMA_VERSION`], one step at a time, each in a
+/// transaction of its own.
 fn migrate(conn: &mut Connection, dir: &Path, path: &Path) -> Result<(), OpenError> {
     let failed = |err: rusqlite::Error| open_failure(dir, path, &err);
     let version: i64 = conn
@@ -210,22 +228,11 @@ fn migrate(conn: &mut Connection, dir: &Path, path: &Path) -> Result<(), OpenErr
     if version > SCHEMA_VERSION {
         return Err(OpenError::TooNew(path.to_path_buf(), version));
     }
-    if version < 1 {
+    for (from, step) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         let tx = conn.transaction().map_err(failed)?;
-        tx.execute_batch(
-            "CREATE TABLE messages (
-                number INTEGER PRIMARY KEY,
-                name TEXT NOT NULL,
-                body TEXT NOT NULL,
-                stored_at INTEGER NOT NULL,
-                expires_at INTEGER NOT NULL,
-                until_ack INTEGER NOT NULL
-            );
-            CREATE INDEX messages_by_name ON messages (name, number);
-            CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-            PRAGMA user_version = 1;",
-        )
-        .map_err(failed)?;
+        tx.execute_batch(step).map_err(failed)?;
+        tx.pragma_update(None, "user_version", from as i64 + 1)
+            .map_err(failed)?;
         tx.commit().map_err(failed)?;
     }
     Ok(())
