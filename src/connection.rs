@@ -169,10 +169,10 @@ impl Session<'_> {
         {
             return Poll::Ready(Ok(Wake::Queued));
         }
-        if self.blocked {
-            if let Poll::Ready(ready) = self.socket.poll_write_ready(cx) {
-                return Poll::Ready(ready.map(|()| Wake::Writable));
-            }
+        if self.blocked
+            && let Poll::Ready(ready) = self.socket.poll_write_ready(cx)
+        {
+            return Poll::Ready(ready.map(|()| Wake::Writable));
         }
         match &mut self.throttled {
             Some(sleep) => sleep.as_mut().poll(cx).map(|()| Ok(Wake::Refilled)),
