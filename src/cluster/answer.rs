@@ -139,10 +139,10 @@ async fn answer_node_call(membership: Arc<Membership>, call: NodeCall) -> NodeAn
         NodeCall::Bulk { items } => {
             let registry = registry.clone();
             let sent = tokio::task::spawn_blocking(move || {
-                items
-                    .iter()
-                    .flat_map(|(names, message)| {
-                        let (id, deliveries) = registry.send_each(names, message);
+                registry
+                    .send_bulk(items.iter().map(|(names, message)| (&names[..], message)))
+                    .into_iter()
+                    .flat_map(|(id, deliveries)| {
                         deliveries
                             .into_iter()
                             .map(move |delivery| (id.clone(), delivery.as_str().to_owned()))

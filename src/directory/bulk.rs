@@ -77,17 +77,16 @@ pub(super) async fn send(
     cluster: Option<&Membership>,
     items: Vec<BulkItem>,
 ) -> Result<Vec<Recipient>, Failure> {
-    let mut live = {
+    // The items go to the blocking pool and come back with the outcomes.
+    let (items, mut live) = {
         let registry = registry.clone();
-        let items = items.clone();
         blocking("bulk send", move || {
-            items
-                .iter()
-                .map(|item| {
-                    let (id, deliveries) = registry.send_each(&item.to, &item.message);
-                    (id, deliveries.into_iter().map(|d| (None, d)).collect())
-                })
-                .collect::<Vec<ItemDeliveries>>()
+            let sent = registry
+                .send_bulk(items.iter().map(|item| (&item.to[..], &item.message)))
+                .into_iter()
+                .map(|(id, deliveries)| (id, deliveries.into_iter().map(|d| (None, d)).collect()))
+                .collect::<Vec<ItemDeliveries>>();
+            (items, sent)
         })
         .await?
     };
