@@ -227,6 +227,40 @@ async fn a_newer_sync_on_another_node_replaces_the_older_one() {
     .await;
 }
 
+/// A node remembers who answered for a name it sent to; a name that moved
+/// since (to another node, to a new session on the same node, or away) is
+/// still reached, or 404, from that node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_that_moved_is_followed_by_a_node_that_sent_to_it_before() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let send = |text: &'static str| c.post("/clients/meter/send", json!({"message": text}));
+
+    let mut first = TestClient::synced(&a, "meter").await;
+    for text in ["one", "two"] {
+        assert_eq!(send(text).await.0, 202);
+        assert_eq!(first.recv().await["message"], text);
+    }
+    let mut on_b = TestClient::synced(&b, "meter").await;
+    first.expect_bye("replaced").await;
+    assert_eq!(send("three").await.0, 202);
+    assert_eq!(on_b.recv().await["message"], "three");
+
+    let mut back_on_a = TestClient::synced(&a, "meter").await;
+    on_b.expect_bye("replaced").await;
+    assert_eq!(send("four").await.0, 202);
+    assert_eq!(back_on_a.recv().await["message"], "four");
+
+    back_on_a.close().await;
+    wait_until_status(&a, "/clients/meter", 404).await;
+    let (status, body) = send("five").await;
+    assert_eq!(
+        (status, &body["code"]),
+        (404, &json!("client_not_found")),
+        "{body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_reject_a_name_held_on_another_node_is_name_taken() {
     let server = NatsServer::start();

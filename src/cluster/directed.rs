@@ -1,9 +1,10 @@
 //! Calls to the one node that holds a name: the directory asks here when the
 //! name has no live client on this node.
 //!
-//! The name table says which node and session hold it; the call names that
-//! session, and a `not_found` answer (the session left or was replaced since)
-//! reads the table once more. A node with no subscription (it died) answers
+//! The name table says which node and session hold it (or, for a name called
+//! before, the holder that answered then); the call names that session, and a
+//! `not_found` answer (the session left or was replaced since) reads the table
+//! afresh. A node with no subscription (it died) answers
 //! at once through the broker: `not_found`, never a wait for the timeout.
 
 use std::time::Duration;
@@ -25,6 +26,18 @@ impl Membership {
         timeout: Duration,
         call: impl Fn(u64) -> NodeCall,
     ) -> Result<Option<NodeAnswer>, Failure> {
+        if let Some(holder) = self.holders.get(name) {
+            match self
+                .call(&holder.node, &call(holder.session), timeout)
+                .await
+            {
+                Ok(NodeAnswer::NotFound) => self.holders.forget(name),
+                Ok(answer) => return Ok(Some(answer)),
+                // The name may have moved off a node that stopped answering.
+                Err(Failure::NodeUnreachable(_)) => self.holders.forget(name),
+                Err(failure) => return Err(failure),
+            }
+        }
         for _ in 0..2 {
             let Some(holder) = self.locate(name).await? else {
                 return Ok(None);
@@ -34,7 +47,10 @@ impl Membership {
                 .await?
             {
                 NodeAnswer::NotFound => continue,
-                answer => return Ok(Some(answer)),
+                answer => {
+                    self.holders.remember(name, &holder);
+                    return Ok(Some(answer));
+                }
             }
         }
         Ok(None)

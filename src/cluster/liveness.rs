@@ -142,6 +142,7 @@ impl Refused {
 
 /// Removes every name whose holder's node is not live.
 async fn sweep(membership: &Membership, live: &HashSet<String>) {
+    membership.holders.keep_nodes(live);
     let entries = match membership.names.entries().await {
         Ok(entries) => entries,
         Err(err) => return warn!(%err, "names not swept"),

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::broker::{Broker, BrokerOptions, BrokerState, ConnectError};
+use super::holders::HolderCache;
 use super::mail::{self, Mail};
 use super::mailbox::{Limits, SharedStore};
 use super::names::Names;
@@ -66,6 +67,8 @@ pub struct Membership {
     pub(super) names: Names,
     pub(super) nodes: Nodes,
     pub(super) rpc: Rpc,
+    /// Who held names this node last called on other nodes.
+    pub(super) holders: HolderCache,
     /// The mailbox every node shares.
     pub(super) mail: Mail,
     /// Names this node's sessions hold in the name table.
@@ -115,6 +118,7 @@ impl Membership {
             names,
             nodes,
             rpc,
+            holders: HolderCache::default(),
             mail,
             owned: Mutex::default(),
             live: Mutex::default(),

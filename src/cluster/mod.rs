@@ -5,13 +5,15 @@
 //! - [`broker`]: connect (fail fast), reconnect forever, and follow the state.
 //! - [`names`]: `tcphub_<cluster>_names`, one compare-and-set entry per name.
 //! - [`nodes`]: `tcphub_<cluster>_nodes`, heartbeats that expire with the node ttl.
-//! - [`rpc`]: requests to one node, scatter-gather to all, and serving both.
+//! - [`rpc`]: requests to one node, scatter-gather to all, and serving both;
+//!   `inbox`: the one subscription their replies arrive on.
 //!
 //! On it, a node's part in the cluster ([`Membership`]):
 //! - `claims`: cluster-unique names, claimed before the registry takes them.
 //! - `calls`: what nodes ask each other; `answer`: answering it locally.
 //! - `directed` and `gathered`: the directory's verbs for names held on other
-//!   nodes, and for listings and fan-outs across all of them.
+//!   nodes, and for listings and fan-outs across all of them; `holders`: who
+//!   answered for a name last, so a directed call needs no table read.
 //! - `mailbox` and `mail`: the mailbox in a JetStream stream, so that any
 //!   node delivers a returning client's stored messages.
 //! - `liveness`: heartbeats, sweeping the names of vanished nodes, and
@@ -23,6 +25,8 @@ mod calls;
 mod claims;
 mod directed;
 mod gathered;
+mod holders;
+mod inbox;
 mod kv;
 mod liveness;
 mod mail;

@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 
 use super::broker::{Broker, BrokerState};
 use super::epoch_millis;
+use super::inbox::{Inbox, Replies};
 use super::wire::{
     self, Assembly, CHUNK_HEADER, Decoded, HEADER_ROOM, NODE_HEADER, Reply, RequestOut,
 };
@@ -108,6 +109,7 @@ pub struct Rpc {
     prefix: Arc<str>,
     node_id: Arc<str>,
     stats: Arc<RpcStats>,
+    inbox: Arc<Inbox>,
 }
 
 impl Rpc {
@@ -118,6 +120,7 @@ impl Rpc {
             prefix: format!("tcphub.{cluster_name}.").into(),
             node_id: node_id.into(),
             stats: Arc::default(),
+            inbox: Arc::default(),
         }
     }
 
@@ -252,14 +255,14 @@ impl Rpc {
         })
     }
 
-    /// Publishes `request` to `subject` with a fresh inbox as its reply
-    /// subject, subscribed first so that no answer can come before it.
+    /// Publishes `request` to `subject` with a reply subject of its own in
+    /// this node's inbox.
     async fn send<Req: Serialize>(
         &self,
         subject: String,
         request: &Req,
         deadline: Instant,
-    ) -> Result<Subscriber, RpcError> {
+    ) -> Result<Replies, RpcError> {
         if self.broker.state() == BrokerState::Disconnected {
             return Err(RpcError::Broker("broker unreachable".to_owned()));
         }
@@ -279,13 +282,13 @@ impl Rpc {
             });
         }
         let client = self.broker.client();
-        let inbox = client.new_inbox();
-        let replies = client
-            .subscribe(inbox.clone())
+        let replies = self
+            .inbox
+            .open(client)
             .await
             .map_err(|err| RpcError::Broker(err.to_string()))?;
         client
-            .publish_with_reply(subject, inbox, Bytes::from(payload))
+            .publish_with_reply(subject, replies.subject().to_owned(), Bytes::from(payload))
             .await
             .map_err(|err| RpcError::Broker(err.to_string()))?;
         Ok(replies)
