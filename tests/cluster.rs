@@ -26,7 +26,9 @@ fn settings(server: &NatsServer) -> ClusterSettings {
         node_ttl: Duration::from_secs(2),
         heartbeat: Duration::from_millis(500),
         rpc_timeout: Duration::from_secs(2),
-        list_timeout: Duration::from_secs(1),
+        // Generous: the scenarios run side by side, and no scenario here
+        // waits for a listing's timeout.
+        list_timeout: Duration::from_secs(3),
         ..ClusterSettings::default()
     }
 }

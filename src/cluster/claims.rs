@@ -38,7 +38,10 @@ impl Membership {
         if let Some(previous) = previous {
             let _ = previous.await;
         }
+        // Taken after the previous claim finished, never while waiting for it.
+        let slot = self.claim_slots.acquire().await;
         let outcome = self.claim_in_turn(&client, &name).await;
+        drop(slot);
         let _ = done.send(());
         lock(&self.superseded).remove(&session);
         let mut claims = lock(&self.claims);

@@ -119,7 +119,10 @@ impl Membership {
         client: Arc<Client>,
         name: String,
     ) -> Result<(), SyncError> {
-        let fetched = match self.mail.store.letters(&name).await {
+        let slot = self.claim_slots.acquire().await;
+        let letters = self.mail.store.letters(&name).await;
+        drop(slot);
+        let fetched = match letters {
             Ok(letters) if letters.is_empty() => None,
             Ok(letters) => {
                 let seen = self.mail.store.seen(&name).await;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::future::Shared;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -44,6 +44,13 @@ pub enum JoinError {
     #[error("subscribing to the cluster's calls: {0}")]
     Calls(#[from] RpcError),
 }
+
+/// Claims a node has with the broker at once. A reconnect storm of thousands
+/// of `sync`s would otherwise put them all in flight together: the broker's
+/// answers queue up and the buffers and tables that held them keep their size
+/// afterwards, hundreds of bytes per client; a few hundred in flight already
+/// keep the broker busy.
+pub(super) const CLAIMS_IN_FLIGHT: usize = 256;
 
 /// A name a session of this node holds in the name table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +87,9 @@ pub struct Membership {
     /// Sessions whose claim in flight another node's takeover may have
     /// overtaken: the name and the takeover's revision.
     pub(super) superseded: Mutex<HashMap<u64, (Arc<str>, u64)>>,
+    /// Claims (and their mailbox reads) talking to the broker at once; the
+    /// others wait their turn. See [`CLAIMS_IN_FLIGHT`].
+    pub(super) claim_slots: Semaphore,
     /// Cancelled when the node leaves: its tasks end.
     pub(super) stop: CancellationToken,
 }
@@ -124,6 +134,7 @@ impl Membership {
             live: Mutex::default(),
             claims: Mutex::default(),
             superseded: Mutex::default(),
+            claim_slots: Semaphore::new(CLAIMS_IN_FLIGHT),
             stop: CancellationToken::new(),
         });
         answer::start(&membership).await?;
