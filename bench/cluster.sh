@@ -4,7 +4,7 @@
 # HAProxy processes with deploy/cluster/haproxy.cfg rewritten to loopback. Run after run:
 #   1. one node alone: fanout to FANOUT_N clients, direct to DIRECT_N clients;
 #   2. three nodes: direct with the clients on node A and the sends through A's API (local),
-#      then through B's (remote); fanout to FANOUT_N clients, a third on each node;
+#      then through B's (remote), at INFLIGHT in flight and then one at a time; fanout to FANOUT_N clients, a third on each node;
 #   3. three fresh nodes: three cluster-idle load-tool processes, IDLE_N clients each, one
 #      process per node (one process may open 20,000 files);
 #   4. failover: FAILOVER_N clients through the balancers on node A alone, then B and C
@@ -23,14 +23,14 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
-RUNS=3 FANOUT_N=15000 DIRECT_N=1000 MESSAGES=50000 INFLIGHT=64 ROUNDS=50 WARMUP=5
+RUNS=3 FANOUT_N=15000 DIRECT_N=1000 MESSAGES=50000 SINGLE_MESSAGES=5000 INFLIGHT=64 ROUNDS=50 WARMUP=5
 IDLE_N=18000 FAILOVER_N=10000 HOLD=10 SETTLE=2
 ONLY="single cluster idle failover"
 QUICK=false
 while [ $# -gt 0 ]; do
   case $1 in
-    --quick) QUICK=true RUNS=1 FANOUT_N=1500 DIRECT_N=200 MESSAGES=5000 ROUNDS=10 WARMUP=2 IDLE_N=1000 FAILOVER_N=1000 ;;
-    --smoke) QUICK=true RUNS=1 FANOUT_N=30 DIRECT_N=20 MESSAGES=200 INFLIGHT=4 ROUNDS=3 WARMUP=1 IDLE_N=20 FAILOVER_N=20 HOLD=1 SETTLE=0 ;;
+    --quick) QUICK=true RUNS=1 FANOUT_N=1500 DIRECT_N=200 MESSAGES=5000 SINGLE_MESSAGES=500 ROUNDS=10 WARMUP=2 IDLE_N=1000 FAILOVER_N=1000 ;;
+    --smoke) QUICK=true RUNS=1 FANOUT_N=30 DIRECT_N=20 MESSAGES=200 SINGLE_MESSAGES=20 INFLIGHT=4 ROUNDS=3 WARMUP=1 IDLE_N=20 FAILOVER_N=20 HOLD=1 SETTLE=0 ;;
     --runs) RUNS=$2; shift ;;
     --only) ONLY=$2; shift ;;
     *) echo "usage: $0 [--quick | --smoke] [--runs N] [--only LIST]" >&2; exit 2 ;;
@@ -250,6 +250,11 @@ for run in $(seq 1 "$RUNS"); do
       --clients "$DIRECT_N" --inflight "$INFLIGHT" --messages "$MESSAGES"
     record "$run" direct-remote direct "${common[@]}" --http-addr "127.0.0.1:${HTTP[b]}" \
       --clients "$DIRECT_N" --inflight "$INFLIGHT" --messages "$MESSAGES"
+    # One send at a time: the latency a call through another node adds, without queueing.
+    record "$run" direct-local-1 direct "${common[@]}" --http-addr "127.0.0.1:${HTTP[a]}" \
+      --clients "$DIRECT_N" --inflight 1 --messages "$SINGLE_MESSAGES"
+    record "$run" direct-remote-1 direct "${common[@]}" --http-addr "127.0.0.1:${HTTP[b]}" \
+      --clients "$DIRECT_N" --inflight 1 --messages "$SINGLE_MESSAGES"
     record "$run" cluster-fanout fanout "${common[@]}" --http-addr "127.0.0.1:${HTTP[a]}" \
       --node-addr "127.0.0.1:${TCP[a]}" --node-addr "127.0.0.1:${TCP[b]}" --node-addr "127.0.0.1:${TCP[c]}" \
       --clients "$FANOUT_N" --rounds "$ROUNDS" --warmup "$WARMUP"

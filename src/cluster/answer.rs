@@ -7,7 +7,9 @@
 //! every node (listings, broadcasts, group sends) arrive here too when this
 //! node asks them: one code path for the asker and the others.
 
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -15,7 +17,7 @@ use tracing::debug;
 
 use super::calls::{AllAnswer, AllCall, NodeAnswer, NodeCall};
 use super::membership::Membership;
-use super::rpc::{Incoming, RpcError, Server};
+use super::rpc::{Incoming, Replier, RpcError, Server};
 use crate::directory::ClientView;
 use crate::groups::{self, GroupChange, GroupsError};
 use crate::metrics::OutcomeLabels;
@@ -34,8 +36,9 @@ pub(super) async fn start(membership: &Arc<Membership>) -> Result<(), RpcError> 
     Ok(())
 }
 
-/// Answers each request of `server` in a task of its own: an ack wait must
-/// not hold up the calls behind it.
+/// Answers each request of `server`: at once when the answer is ready at the
+/// first try (a send, a kick: most calls), else in a task of its own, so that
+/// an ack wait does not hold up the calls behind it.
 async fn serve<Req, Resp, Fut>(
     membership: Arc<Membership>,
     mut server: Server<Req>,
@@ -53,17 +56,24 @@ async fn serve<Req, Resp, Fut>(
                 None => return,
             },
         };
-        let membership = Arc::clone(&membership);
-        tokio::spawn(async move {
-            let response = answer(membership, incoming.request).await;
-            if incoming.reply.deadline() < SystemTime::now() {
-                // The asker stopped waiting; what was done stays done.
-                return;
+        let mut answering = Box::pin(answer(Arc::clone(&membership), incoming.request));
+        // One poll: a ready answer goes out now, a waiting one to a task.
+        match poll_fn(|cx| Poll::Ready(answering.as_mut().poll(cx))).await {
+            Poll::Ready(response) => send_answer(incoming.reply, response).await,
+            Poll::Pending => {
+                tokio::spawn(async move { send_answer(incoming.reply, answering.await).await });
             }
-            if let Err(err) = incoming.reply.send(&response).await {
-                debug!(%err, "answer not sent");
-            }
-        });
+        }
+    }
+}
+
+async fn send_answer<Resp: serde::Serialize>(reply: Replier, response: Resp) {
+    if reply.deadline() < SystemTime::now() {
+        // The asker stopped waiting; what was done stays done.
+        return;
+    }
+    if let Err(err) = reply.send(&response).await {
+        debug!(%err, "answer not sent");
     }
 }
 

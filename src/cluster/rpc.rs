@@ -229,7 +229,7 @@ impl Rpc {
     /// Serves this node's own subject, `node.<node-id>.rpc`.
     pub async fn serve_node<Req: DeserializeOwned>(&self) -> Result<Server<Req>, RpcError> {
         let subject = self.node_subject(&self.node_id)?;
-        self.serve(subject).await
+        self.serve(subject, false).await
     }
 
     /// Serves `all.<verb>`, which every node subscribes to.
@@ -238,10 +238,16 @@ impl Rpc {
         verb: &str,
     ) -> Result<Server<Req>, RpcError> {
         let subject = self.all_subject(verb)?;
-        self.serve(subject).await
+        self.serve(subject, true).await
     }
 
-    async fn serve<Req: DeserializeOwned>(&self, subject: String) -> Result<Server<Req>, RpcError> {
+    /// `sign`: whether every reply names this node (a scatter's asker tells
+    /// the answers apart by it; a directed call's asker knows who answers).
+    async fn serve<Req: DeserializeOwned>(
+        &self,
+        subject: String,
+        sign: bool,
+    ) -> Result<Server<Req>, RpcError> {
         let subscriber = self
             .broker
             .client()
@@ -251,6 +257,7 @@ impl Rpc {
         Ok(Server {
             subscriber,
             rpc: self.clone(),
+            sign,
             _request: PhantomData,
         })
     }
@@ -316,6 +323,8 @@ impl Rpc {
 pub struct Server<Req> {
     subscriber: Subscriber,
     rpc: Rpc,
+    /// Whether replies carry this node's id in a header.
+    sign: bool,
     _request: PhantomData<fn() -> Req>,
 }
 
@@ -330,6 +339,7 @@ impl<Req: DeserializeOwned> Server<Req> {
                 rpc: self.rpc.clone(),
                 to: message.reply,
                 deadline: UNIX_EPOCH,
+                sign: self.sign,
             };
             let stats = &self.rpc.stats;
             match wire::decode_request::<Req>(&message.payload) {
@@ -382,6 +392,7 @@ pub struct Replier {
     rpc: Rpc,
     to: Option<Subject>,
     deadline: SystemTime,
+    sign: bool,
 }
 
 impl Replier {
@@ -425,15 +436,20 @@ impl Replier {
         };
         let client = self.rpc.broker.client();
         for (chunk, bytes) in wire::chunks(payload, self.rpc.max_message()) {
-            let mut headers = HeaderMap::new();
-            headers.insert(NODE_HEADER, &*self.rpc.node_id);
-            if let Some(chunk) = chunk {
-                headers.insert(CHUNK_HEADER, chunk.as_str());
-            }
-            client
-                .publish_with_headers(to.clone(), headers, bytes)
-                .await
-                .map_err(|err| RpcError::Broker(err.to_string()))?;
+            let published = if chunk.is_none() && !self.sign {
+                // Most replies: one message, no headers to write or to parse.
+                client.publish(to.clone(), bytes).await
+            } else {
+                let mut headers = HeaderMap::new();
+                headers.insert(NODE_HEADER, &*self.rpc.node_id);
+                if let Some(chunk) = chunk {
+                    headers.insert(CHUNK_HEADER, chunk.as_str());
+                }
+                client
+                    .publish_with_headers(to.clone(), headers, bytes)
+                    .await
+            };
+            published.map_err(|err| RpcError::Broker(err.to_string()))?;
         }
         Ok(())
     }

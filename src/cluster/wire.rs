@@ -5,8 +5,10 @@
 //!
 //! Request: `{"version":1,"deadline":<ms since epoch>,"body":<request>}`.
 //! Reply: `{"ok":<response>}` or `{"error":{"code","detail","version"}}`, sent
-//! with header `Tcphub-Node: <node id>` and, when cut in n > 1 chunks,
-//! `Tcphub-Chunk: <i>/<n>` on each (i from 0), in order.
+//! with header `Tcphub-Node: <node id>` (a reply in one message to a call
+//! addressed to one node goes without it: its asker knows who answers) and,
+//! when cut in n > 1 chunks, `Tcphub-Chunk: <i>/<n>` on each (i from 0), in
+//! order.
 
 use std::collections::HashMap;
 
