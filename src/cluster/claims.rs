@@ -191,6 +191,7 @@ impl Membership {
     /// Removes `released.name` from the name table if `released.session`'s
     /// claim is still the one written there.
     pub(super) async fn release(&self, released: Released) {
+        self.forget_given(&released.name, released.session);
         let owned = {
             let mut owned = lock(&self.owned);
             match owned.get(&released.name) {

@@ -38,7 +38,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct Mail {
     store: Arc<SharedStore>,
-    /// Per name, what the session holding it here was given.
+    /// Per name, what the session holding it here was given (only for
+    /// sessions that were given mail, and only while they hold the name).
     given: Mutex<HashMap<Arc<str>, Given>>,
     /// Per session, the messages read before its claim, pushed after its `welcome`.
     fetched: Mutex<HashMap<u64, Fetched>>,
@@ -197,6 +198,10 @@ impl Membership {
         let registry = &self.registry;
         let now = now_ms();
         let mut pushed = Pushed::default();
+        if letters.is_empty() {
+            // Most sessions never have mail: they keep no record here.
+            return pushed;
+        }
         let mut given = lock(&self.mail.given);
         let given = given.entry(Arc::from(name)).or_default();
         if given.session != client.session() {
@@ -232,6 +237,17 @@ impl Membership {
             pushed.delivered.push(letter);
         }
         pushed
+    }
+
+    /// Forgets what `session` was given under `name`: it no longer holds it.
+    pub(super) fn forget_given(&self, name: &str, session: u64) {
+        let mut given = lock(&self.mail.given);
+        if given
+            .get(name)
+            .is_some_and(|given| given.session == session)
+        {
+            given.remove(name);
+        }
     }
 
     /// Records, before they are pushed, that the letters kept until acked

@@ -46,10 +46,8 @@ pub enum JoinError {
 }
 
 /// Claims a node has with the broker at once. A reconnect storm of thousands
-/// of `sync`s would otherwise put them all in flight together: the broker's
-/// answers queue up and the buffers and tables that held them keep their size
-/// afterwards, hundreds of bytes per client; a few hundred in flight already
-/// keep the broker busy.
+/// of `sync`s would otherwise put them all in flight together, each waiting
+/// behind all the others; a few hundred in flight already keep the broker busy.
 pub(super) const CLAIMS_IN_FLIGHT: usize = 256;
 
 /// A name a session of this node holds in the name table.
