@@ -310,16 +310,22 @@ impl Registry {
 
     /// Registers `name` for `client`, or renames it.
     pub fn sync(&self, client: &Arc<Client>, name: &str) -> Result<(), SyncError> {
+        self.sync_shared(client, Arc::from(name))
+    }
+
+    /// [`Registry::sync`] with a name the caller keeps too (the cluster's
+    /// record of the names it holds): one copy of it for both.
+    pub fn sync_shared(&self, client: &Arc<Client>, name: Arc<str>) -> Result<(), SyncError> {
         let (old_name, replaced) = {
             let mut clients = self.lock();
             if !clients.by_session.contains_key(&client.session) {
                 return Err(SyncError::Closing);
             }
             let mut current = lock(&client.name);
-            if current.as_deref() == Some(name) {
+            if current.as_deref() == Some(&*name) {
                 return Ok(());
             }
-            let holder = clients.by_name.get(name).copied();
+            let holder = clients.by_name.get(&*name).copied();
             let replaced = match holder {
                 Some(_) if self.inner.duplicate_names == DuplicateNames::Reject => {
                     return Err(SyncError::NameTaken);
@@ -327,7 +333,6 @@ impl Registry {
                 Some(holder) => clients.remove_session(holder),
                 None => None,
             };
-            let name: Arc<str> = Arc::from(name);
             let old_name = current.replace(Arc::clone(&name));
             if let Some(old) = &old_name {
                 clients.by_name.remove(old);

@@ -77,14 +77,15 @@ impl Membership {
                 client.outbox().close(ByeReason::Replaced);
                 return Err(SyncError::Closing);
             }
+            let name: Arc<str> = Arc::from(name);
             owned.insert(
-                Arc::from(name),
+                Arc::clone(&name),
                 Owned {
                     session: me.session,
                     revision,
                 },
             );
-            self.registry.sync(client, name)
+            self.registry.sync_shared(client, name)
         };
         if taken.is_err() {
             // The connection closed meanwhile: the name goes back at once.
