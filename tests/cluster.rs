@@ -624,12 +624,14 @@ async fn one_name_synced_at_once_on_three_nodes_leaves_one_holder() {
             let holders: Vec<usize> = (0..3)
                 .filter(|&n| nodes[n].registry.get(NAME).is_some())
                 .collect();
+            let mut answers = Vec::new();
             if let [only] = holders[..] {
                 let id = node_id(&nodes[only]).await;
                 let mut agreed = true;
                 for hub in &nodes {
                     let (status, client) = hub.get(&format!("/clients/{NAME}")).await;
                     agreed &= status == 200 && client["node"] == id.as_str();
+                    answers.push((status, client));
                 }
                 if agreed {
                     break only;
@@ -637,7 +639,7 @@ async fn one_name_synced_at_once_on_three_nodes_leaves_one_holder() {
             }
             assert!(
                 Instant::now() < deadline,
-                "round {round}: never settled on one holder"
+                "round {round}: never settled on one holder: held on {holders:?}, answers {answers:?}"
             );
             sleep(Duration::from_millis(20)).await;
         };

@@ -103,6 +103,10 @@ impl Membership {
     /// claim is still being written, makes that claim give way when it lands
     /// (unless it wrote after the takeover).
     pub(super) fn replaced(&self, name: &str, session: u64, revision: u64) {
+        // A claim lands (its check, its record, its registration) under this
+        // lock: held here, the claim has either landed, and the kick finds
+        // the session, or not yet, and it will find the mark.
+        let _landing = lock(&self.owned);
         if self
             .registry
             .kick_holder(name, Some(session), ByeReason::Replaced)
