@@ -173,7 +173,10 @@ impl Membership {
         let Some(name) = client.name() else {
             return Vec::new();
         };
-        let letters = match self.mail.store.letters(&name).await {
+        let slot = self.claim_slots.acquire().await;
+        let letters = self.mail.store.letters(&name).await;
+        drop(slot);
+        let letters = match letters {
             Ok(letters) => letters,
             Err(err) => {
                 warn!(%err, %name, "stored messages not read");

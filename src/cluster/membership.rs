@@ -45,9 +45,11 @@ pub enum JoinError {
     Calls(#[from] RpcError),
 }
 
-/// Claims a node has with the broker at once. A reconnect storm of thousands
-/// of `sync`s would otherwise put them all in flight together, each waiting
-/// behind all the others; a few hundred in flight already keep the broker busy.
+/// Claims (and the mailbox reads before and after each) a node has in flight
+/// with the broker at once. A reconnect storm of thousands of `sync`s would
+/// otherwise put them all in flight together, each waiting behind all the
+/// others, and the client's tables and buffers that held them keep that size
+/// afterwards; a few hundred in flight already keep the broker busy.
 pub(super) const CLAIMS_IN_FLIGHT: usize = 256;
 
 /// A name a session of this node holds in the name table.
@@ -85,8 +87,8 @@ pub struct Membership {
     /// Sessions whose claim in flight another node's takeover may have
     /// overtaken: the name and the takeover's revision.
     pub(super) superseded: Mutex<HashMap<u64, (Arc<str>, u64)>>,
-    /// Claims (and their mailbox reads) talking to the broker at once; the
-    /// others wait their turn. See [`CLAIMS_IN_FLIGHT`].
+    /// Claims and mailbox reads talking to the broker at once; the others
+    /// wait their turn. See [`CLAIMS_IN_FLIGHT`].
     pub(super) claim_slots: Semaphore,
     /// Cancelled when the node leaves: its tasks end.
     pub(super) stop: CancellationToken,
