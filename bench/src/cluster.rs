@@ -206,6 +206,12 @@ async fn idle(
     let local = local_clients(common.http_addr).await?;
 
     let mut timings = json!({});
+    if listings > 0 {
+        // The other processes read their nodes' memory up to a poll later than
+        // this one: a listing (every node builds a page of thousands) must not
+        // fall into their reading.
+        tokio::time::sleep(Duration::from_secs(settle_secs.max(1))).await;
+    }
     for limit in [1000, 10_000] {
         let mut samples = Vec::with_capacity(listings);
         for _ in 0..listings {
