@@ -139,7 +139,7 @@ def main(out):
             f"≤ 1.3 × one node = {1.3 * one:.1f} ms", f"{three:.1f} ms ({three / one:.2f} ×)", three <= 1.3 * one)
     if idle:
         per_node = machine["idle_clients_per_node"]
-        held = [sum(l["node_holds"] for l in idle if l.get("run") == run) for run in sorted({l["run"] for l in idle})]
+        held = [sum(l.get("node_holds", 0) for l in idle if l.get("run") == run) for run in sorted({l["run"] for l in idle})]
         all_ok = all(l.get("ok") for l in idle)
         row("clients registered on three nodes", "54,000", f"{min(held):,} in every run" if held else "–",
             min(held) >= 54000 and all_ok if held else None)

@@ -45,7 +45,7 @@ pub enum Scenario {
         #[arg(long, default_value_t = 5)]
         listings: usize,
         /// Seconds to keep the clients connected afterwards, so that the other processes,
-        /// which poll for the total, see it too.
+        /// which poll for the total (and the one that lists, a settle period later), see it too.
         #[arg(long, default_value_t = 10)]
         hold_secs: u64,
     },
