@@ -3,8 +3,7 @@
 //! token of its reply subject.
 //!
 //! A subscription per call would cost the broker two interest updates per call
-//! (the subscribe and the unsubscribe), which at thousands of cross-node sends
-//! a second was most of its work.
+//! (the subscribe and the unsubscribe), and a cross-node send is a call.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
