@@ -93,22 +93,9 @@ pace() {
   local room=$(($(cat "$max") - 2 * IDLE_N - 10000)) waited=0
   while [ "$(cat "$count")" -gt "$room" ] && [ $waited -lt 180 ]; do sleep 5; waited=$((waited + 5)); done
 }
-busy_percent() {
-  local u1 n1 s1 i1 w1 q1 sq1 st1 u2 n2 s2 i2 w2 q2 sq2 st2
-  read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ </proc/stat
-  sleep 1
-  read -r _ u2 n2 s2 i2 w2 q2 sq2 st2 _ </proc/stat
-  local busy=$((u2 + n2 + s2 + q2 + sq2 + st2 - u1 - n1 - s1 - q1 - sq1 - st1)) idle=$((i2 + w2 - i1 - w1))
-  echo $((100 * busy / (busy + idle + 1)))
-}
-wait_quiet() {
-  local waited=0
-  while [ "$(busy_percent)" -gt 10 ]; do
-    [ $waited -lt "${BENCH_QUIET_WAIT:-120}" ] || { echo "machine still busy; measuring anyway" >&2; return; }
-    sleep 4
-    waited=$((waited + 5))
-  done
-}
+# Builds or tests running beside a benchmark skew every figure: each scenario first waits for
+# a quiet machine (wait_quiet).
+. "$HERE/quiet.sh"
 
 # One scenario run against a fresh hub: label, then the load tool's arguments after the
 # addresses. The JSON line gets the run number and the label.
