@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use serde::Serialize;
 use serde_json::Value;
 use tracing::warn;
 
@@ -26,9 +25,8 @@ use super::membership::{Membership, lock};
 use crate::directory::Failure;
 use crate::events::EventKind;
 use crate::mailbox::StoreError;
-use crate::mailbox::delivery::{Keep, Sent};
+use crate::mailbox::delivery::{self, Keep, Sent};
 use crate::mailbox::memory::Summary;
-use crate::protocol::Scope;
 use crate::registry::{Client, SyncError};
 
 /// How often expired messages are looked for.
@@ -66,19 +64,6 @@ struct Fetched {
 struct Pushed {
     delivered: Vec<Letter>,
     expired: Vec<Letter>,
-}
-
-/// A stored message as a stored message reaches a client in the single-node
-/// mailbox: a direct `message` frame with its original id.
-#[derive(Serialize)]
-struct StoredFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: &'a str,
-    scope: Scope,
-    message: &'a Value,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    redelivered: bool,
 }
 
 impl Mail {
@@ -478,15 +463,5 @@ pub(super) async fn sweep(membership: Arc<Membership>) {
 }
 
 fn frame(letter: &Letter, redelivered: bool) -> Bytes {
-    let frame = StoredFrame {
-        kind: "message",
-        id: &letter.id,
-        scope: Scope::Direct,
-        message: &letter.message,
-        redelivered,
-    };
-    // Serializing a `Value` with string keys cannot fail.
-    let mut line = serde_json::to_vec(&frame).unwrap_or_default();
-    line.push(b'\n');
-    line.into()
+    delivery::stored_frame(&letter.id, &letter.message, redelivered)
 }

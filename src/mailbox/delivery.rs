@@ -210,17 +210,23 @@ struct StoredFrame<'a> {
     redelivered: bool,
 }
 
-fn frame(registry: &Registry, offered: &Offered) -> Bytes {
-    let id = registry.message_id(offered.number);
+/// The line that hands a stored message to its client, with its original id;
+/// the cluster's mailbox sends the same.
+pub(crate) fn stored_frame(id: &str, message: &Value, redelivered: bool) -> Bytes {
     let frame = StoredFrame {
         kind: "message",
-        id: &id,
+        id,
         scope: Scope::Direct,
-        message: &offered.message,
-        redelivered: offered.redelivered,
+        message,
+        redelivered,
     };
     // Serializing a `Value` with string keys cannot fail.
     let mut line = serde_json::to_vec(&frame).unwrap_or_default();
     line.push(b'\n');
     line.into()
+}
+
+fn frame(registry: &Registry, offered: &Offered) -> Bytes {
+    let id = registry.message_id(offered.number);
+    stored_frame(&id, &offered.message, offered.redelivered)
 }
