@@ -405,7 +405,7 @@ impl Default for Metrics {
         );
         registry.register(
             "cluster_names_swept",
-            "Names released because their node vanished",
+            "Names released because their node vanished or no session of theirs holds them",
             m.cluster_names_swept.clone(),
         );
         registry.register(

@@ -618,6 +618,14 @@ async fn one_name_synced_at_once_on_three_nodes_leaves_one_holder() {
                 .await;
         });
         futures_util::future::join_all(syncs).await;
+        // Every claim has finished once its client has its first frame:
+        // `welcome`, or `bye` for a claim overtaken before it landed. Only
+        // then can the name have settled (a claim still being written may
+        // yet take it over).
+        let mut firsts = Vec::new();
+        for client in &mut clients {
+            firsts.push(client.recv().await);
+        }
         // Settled: one node holds the name, and every node's API names that node.
         let deadline = Instant::now() + PATIENCE;
         let survivor = loop {
@@ -647,9 +655,8 @@ async fn one_name_synced_at_once_on_three_nodes_leaves_one_holder() {
         // after its own welcome; the others were told `bye` `replaced`.
         let holder_id = nodes[survivor].registry.get(NAME).map(|client| client.id());
         let mut winner = None;
-        for (n, client) in clients.iter_mut().enumerate() {
+        for (n, (client, first)) in clients.iter_mut().zip(firsts).enumerate() {
             let on = if n < 2 { 0 } else { n - 1 };
-            let first = client.recv().await;
             if first["type"] == "welcome"
                 && on == survivor
                 && Some(&first["id"]) == holder_id.as_ref().map(|id| json!(id)).as_ref()

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::calls::{NodeAnswer, NodeCall};
+use super::kv::KvError;
 use super::membership::{Membership, Owned, lock};
 use super::names::{Claim, Holder};
 use super::rpc::RpcError;
@@ -74,6 +75,7 @@ impl Membership {
                     .is_some_and(|(taken, at)| *taken == *name && at > revision);
             if overtaken {
                 drop(owned);
+                debug!(%name, session = me.session, revision, "claim overtaken before it landed");
                 client.outbox().close(ByeReason::Replaced);
                 return Err(SyncError::Closing);
             }
@@ -85,6 +87,7 @@ impl Membership {
                     revision,
                 },
             );
+            debug!(%name, session = me.session, revision, "claim landed");
             self.registry.sync_shared(client, name)
         };
         if taken.is_err() {
@@ -98,8 +101,9 @@ impl Membership {
         taken
     }
 
-    /// Another node took `name` over from `session` at table revision
-    /// `revision`: closes that session if it holds the name here, or, if its
+    /// A claim (of another node, or of this one) took `name` over from
+    /// `session` at table revision `revision`: closes that session if it
+    /// holds the name here, or, if its
     /// claim is still being written, makes that claim give way when it lands
     /// (unless it wrote after the takeover).
     pub(super) fn replaced(&self, name: &str, session: u64, revision: u64) {
@@ -112,11 +116,25 @@ impl Membership {
             .kick_holder(name, Some(session), ByeReason::Replaced)
             .is_ok()
         {
+            debug!(%name, session, revision, "taken over: session closed");
             return;
         }
         if lock(&self.claims).contains_key(&session) {
+            debug!(%name, session, revision, "taken over: claim to give way");
             lock(&self.superseded).insert(session, (Arc::from(name), revision));
+        } else {
+            debug!(%name, session, revision, "taken over: session already gone");
         }
+    }
+
+    /// Whether `session`'s claim of `name` at `revision` is held here, or a
+    /// claim of `session` is still being written (it may be that one).
+    pub(super) fn holds_or_claims(&self, name: &str, session: u64, revision: u64) -> bool {
+        let owned = lock(&self.owned);
+        owned
+            .get(name)
+            .is_some_and(|held| held.session == session && held.revision == revision)
+            || lock(&self.claims).contains_key(&session)
     }
 
     /// Writes `me` as the holder of `name`; the revision written.
@@ -125,10 +143,7 @@ impl Membership {
             let held = match self.names.create(name, me).await {
                 Ok(Claim::Created { revision }) => return Ok(revision),
                 Ok(Claim::Held { holder, revision }) => (holder, revision),
-                Err(err) => {
-                    warn!(%name, %err, "name table unreachable: sync refused");
-                    return Err(SyncError::Unavailable);
-                }
+                Err(err) => return self.unanswered(name, me, None, &err).await,
             };
             let (holder, revision) = held;
             if self.settings_reject() && self.holder_is_alive(&holder).await {
@@ -141,13 +156,34 @@ impl Membership {
                 }
                 // Another claim wrote between our read and our write: read again.
                 Ok(None) => continue,
-                Err(err) => {
-                    warn!(%name, %err, "name table unreachable: sync refused");
-                    return Err(SyncError::Unavailable);
-                }
+                Err(err) => return self.unanswered(name, me, Some(&holder), &err).await,
             }
         }
         Err(SyncError::NameTaken)
+    }
+
+    /// A write whose answer never came may have landed all the same: the
+    /// table is read back, and if it names `me` the claim stands (and the
+    /// holder it displaced is told). Otherwise the sync is refused; an
+    /// entry that landed unseen is removed by the next sweep of this node's
+    /// names.
+    async fn unanswered(
+        &self,
+        name: &str,
+        me: &Holder,
+        displaced: Option<&Holder>,
+        err: &KvError,
+    ) -> Result<u64, SyncError> {
+        if let Ok(Some((holder, revision))) = self.names.get(name).await
+            && holder.same_session(me)
+        {
+            if let Some(old) = displaced {
+                self.close_replaced(name, old, revision);
+            }
+            return Ok(revision);
+        }
+        warn!(%name, %err, "name table unreachable: sync refused");
+        Err(SyncError::Unavailable)
     }
 
     fn settings_reject(&self) -> bool {
@@ -170,10 +206,14 @@ impl Membership {
         )
     }
 
-    /// Tells the node of the holder a takeover displaced to close that session.
+    /// Tells the node of the holder a takeover displaced (this one or another)
+    /// to close that session.
     fn close_replaced(&self, name: &str, old: &Holder, revision: u64) {
         if old.node == self.node.id {
-            // The local registry's own takeover closes it.
+            // Closed here, not left to this claim's registration: the claim
+            // may itself be overtaken before it lands, and the old session
+            // would then stay connected while the table names another.
+            self.replaced(name, old.session, revision);
             return;
         }
         let rpc = self.rpc.clone();
@@ -207,7 +247,9 @@ impl Membership {
         let Some(owned) = owned else {
             return;
         };
-        if let Err(err) = self.names.release(&released.name, owned.revision).await {
+        let released_now = self.names.release(&released.name, owned.revision).await;
+        debug!(name = %released.name, session = released.session, revision = owned.revision, ?released_now, "release");
+        if let Err(err) = released_now {
             // The sweep of this node's names after a reconnect catches it.
             debug!(name = %released.name, %err, "name not released");
         }

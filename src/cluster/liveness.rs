@@ -1,6 +1,6 @@
 //! Liveness: every heartbeat a node writes its record (which expires a node
 //! ttl later), reads the live nodes, and sweeps the names of nodes that
-//! vanished; after the broker comes back, or after its own heartbeats stopped
+//! vanished (and its own names no session holds); after the broker comes back, or after its own heartbeats stopped
 //! for a node ttl, it reconciles its own names.
 //!
 //! A sweep removes a name only at the revision its dead holder wrote, so a
@@ -140,7 +140,9 @@ impl Refused {
     }
 }
 
-/// Removes every name whose holder's node is not live.
+/// Removes every name whose holder's node is not live, and every name this
+/// node's table entry gives to a session that neither holds it nor is
+/// claiming it (a claim refused after its write's answer was lost).
 async fn sweep(membership: &Membership, live: &HashSet<String>) {
     membership.holders.keep_nodes(live);
     let entries = match membership.names.entries().await {
@@ -149,10 +151,12 @@ async fn sweep(membership: &Membership, live: &HashSet<String>) {
     };
     let mut swept = 0u64;
     for entry in entries {
-        if live.contains(&entry.holder.node) {
-            continue;
-        }
-        if let Ok(true) = membership.names.release(&entry.name, entry.revision).await {
+        let stale = if entry.holder.node == membership.node.id {
+            !membership.holds_or_claims(&entry.name, entry.holder.session, entry.revision)
+        } else {
+            !live.contains(&entry.holder.node)
+        };
+        if stale && let Ok(true) = membership.names.release(&entry.name, entry.revision).await {
             swept += 1;
         }
     }
@@ -163,7 +167,7 @@ async fn sweep(membership: &Membership, live: &HashSet<String>) {
             .metrics()
             .cluster_names_swept
             .inc_by(swept);
-        info!(names = swept, "names of vanished nodes released");
+        info!(names = swept, "names nobody holds released");
     }
 }
 

@@ -25,6 +25,17 @@ use tokio_util::sync::CancellationToken;
 /// How long any single wait may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Prints the hubs' logs beside a failing test's output when `RUST_LOG` asks
+/// for them (`RUST_LOG=tcphub=debug cargo test ...`).
+fn log_if_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A hub serving both listeners on 127.0.0.1 ephemeral ports; dropping it shuts it down.
 pub struct TestHub {
     /// Where TCP clients connect.
@@ -43,6 +54,7 @@ pub struct TestHub {
 impl TestHub {
     /// Starts a hub with `config` (its addresses are replaced by ephemeral ones).
     pub async fn start(config: Config) -> TestHub {
+        log_if_asked();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp_addr = tcp.local_addr().unwrap();
