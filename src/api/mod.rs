@@ -36,9 +36,14 @@ use doc::{Constants, DefaultProblem, EventUnion, Webhook};
 pub use coverage::Coverage;
 pub use problem::{ApiError, Problem};
 
-/// What every handler can reach.
+/// What every handler can reach; one reference count to clone, as the
+/// `State` extractor does for every request.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     /// The way to every client.
     pub directory: Directory,
     /// The hub's settings (token, message size limit).
@@ -47,17 +52,25 @@ pub struct AppState {
     event_streams: Arc<Semaphore>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     /// State for a router over `directory`.
     pub fn new(directory: Directory, config: Arc<Config>) -> AppState {
         let event_streams = Arc::new(Semaphore::new(
             config.max_event_streams.min(Semaphore::MAX_PERMITS),
         ));
-        AppState {
+        AppState(Arc::new(Shared {
             directory,
             config,
             event_streams,
-        }
+        }))
     }
 
     /// This node's registry: its own clients, events, metrics and mailbox.
