@@ -41,7 +41,8 @@ impl Membership {
         }
         // Taken after the previous claim finished, never while waiting for it.
         let slot = self.claim_slots.acquire().await;
-        let outcome = self.claim_in_turn(&client, &name).await;
+        // Boxed: a claim waiting for its turn stays small (see `claim_with_mail`).
+        let outcome = Box::pin(self.claim_in_turn(&client, &name)).await;
         drop(slot);
         let _ = done.send(());
         lock(&self.superseded).remove(&session);

@@ -105,13 +105,18 @@ impl Membership {
         client: Arc<Client>,
         name: String,
     ) -> Result<(), SyncError> {
+        // Broker operations are boxed where they are awaited, here and in
+        // every registration step: a registration storm leaves thousands of
+        // claims waiting for a slot, and each should hold a few hundred bytes
+        // while it waits, not the several kilobytes of a broker round trip
+        // (which the allocator would keep long after the storm).
         let slot = self.claim_slots.acquire().await;
-        let letters = self.mail.store.letters(&name).await;
+        let letters = Box::pin(self.mail.store.letters(&name)).await;
         drop(slot);
         let fetched = match letters {
             Ok(letters) if letters.is_empty() => None,
             Ok(letters) => {
-                let seen = self.mail.store.seen(&name).await;
+                let seen = Box::pin(self.mail.store.seen(&name)).await;
                 Some(Fetched {
                     name: name.clone(),
                     letters,
@@ -126,8 +131,7 @@ impl Membership {
         let session = client.session();
         let outcome = Arc::clone(&self).claim(client, name).await;
         if let (Ok(()), Some(fetched)) = (&outcome, fetched) {
-            self.mark_seen(&fetched.name, &fetched.letters, fetched.seen)
-                .await;
+            Box::pin(self.mark_seen(&fetched.name, &fetched.letters, fetched.seen)).await;
             lock(&self.mail.fetched).insert(session, fetched);
         }
         outcome
@@ -147,7 +151,7 @@ impl Membership {
         let membership = Arc::clone(self);
         let client = Arc::clone(client);
         tokio::spawn(async move {
-            membership.settle(&name, pushed).await;
+            Box::pin(membership.settle(&name, pushed)).await;
             membership.deliver(&client).await;
         });
     }
@@ -158,8 +162,9 @@ impl Membership {
         let Some(name) = client.name() else {
             return Vec::new();
         };
+        // Boxed where awaited: see `claim_with_mail`.
         let slot = self.claim_slots.acquire().await;
-        let letters = self.mail.store.letters(&name).await;
+        let letters = Box::pin(self.mail.store.letters(&name)).await;
         drop(slot);
         let letters = match letters {
             Ok(letters) => letters,
@@ -169,14 +174,14 @@ impl Membership {
             }
         };
         let seen = if letters.iter().any(|letter| letter.until_ack) {
-            self.mail.store.seen(&name).await
+            Box::pin(self.mail.store.seen(&name)).await
         } else {
             0
         };
-        self.mark_seen(&name, &letters, seen).await;
+        Box::pin(self.mark_seen(&name, &letters, seen)).await;
         let pushed = self.push(client, &name, letters, seen);
         let ids = pushed.delivered.iter().map(|l| l.id.clone()).collect();
-        self.settle(&name, pushed).await;
+        Box::pin(self.settle(&name, pushed)).await;
         ids
     }
 
