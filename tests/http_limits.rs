@@ -217,6 +217,22 @@ async fn a_half_sent_request_head_is_closed_after_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn a_head_half_sent_after_an_answered_request_is_closed_after_the_header_timeout() {
+    let hub = TestHub::start(Config {
+        http_header_timeout: Duration::from_secs(1),
+        http_idle_timeout: NEVER,
+        ..Config::default()
+    })
+    .await;
+    let mut slow = connect(hub.http_addr).await;
+    healthz(&mut slow).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: hu")
+        .await
+        .unwrap();
+    expect_closed(&mut slow).await;
+}
+
+#[tokio::test]
 async fn past_max_http_connections_new_ones_are_closed_until_one_ends() {
     let hub = TestHub::start(Config {
         max_http_connections: 4,

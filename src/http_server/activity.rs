@@ -24,7 +24,6 @@ use axum::routing::future::RouteFuture;
 use hyper::body::{Frame, Incoming, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
@@ -35,7 +34,6 @@ pub struct Activity {
     phase: Mutex<Phase>,
     /// Set once a request reached the router.
     requested: AtomicBool,
-    changed: Notify,
     header_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -56,7 +54,6 @@ impl Activity {
         Arc::new(Activity {
             phase: Mutex::new(Phase::Head(Instant::now())),
             requested: AtomicBool::new(false),
-            changed: Notify::new(),
             header_timeout,
             idle_timeout,
         })
@@ -67,16 +64,10 @@ impl Activity {
         self.phase.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set(&self, mut phase: MutexGuard<'_, Phase>, next: Phase) {
-        *phase = next;
-        drop(phase);
-        self.changed.notify_one();
-    }
-
     fn bytes_arrived(&self) {
-        let phase = self.phase();
+        let mut phase = self.phase();
         if let Phase::Idle(_) = *phase {
-            self.set(phase, Phase::Head(Instant::now()));
+            *phase = Phase::Head(Instant::now());
         }
     }
 
@@ -87,22 +78,21 @@ impl Activity {
 
     fn request_started(self: &Arc<Activity>) -> RequestGuard {
         self.requested.store(true, Ordering::Relaxed);
-        let phase = self.phase();
-        let next = match *phase {
+        let mut phase = self.phase();
+        *phase = match *phase {
             Phase::Busy(open) => Phase::Busy(open + 1),
             Phase::Head(_) | Phase::Idle(_) => Phase::Busy(1),
         };
-        self.set(phase, next);
+        drop(phase);
         RequestGuard(Arc::clone(self))
     }
 
     fn request_ended(&self) {
-        let phase = self.phase();
-        let next = match *phase {
+        let mut phase = self.phase();
+        *phase = match *phase {
             Phase::Busy(open) if open > 1 => Phase::Busy(open - 1),
             _ => Phase::Idle(Instant::now()),
         };
-        self.set(phase, next);
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -115,19 +105,26 @@ impl Activity {
     }
 
     /// Completes once the connection has spent too long on a request head, or idle.
+    ///
+    /// Nobody wakes it when the phase changes (that would be a wake-up of the
+    /// connection's task, and a timer reset, per request): it looks again at
+    /// least every `recheck`, the shorter of the two timeouts. That is soon
+    /// enough, because a phase that begins after a look ends no sooner than
+    /// that long after it.
     pub async fn expired(&self) {
+        let recheck = self.header_timeout.min(self.idle_timeout);
         loop {
-            // Created before the deadline is read, so no change is missed.
-            let changed = self.changed.notified();
-            match self.deadline() {
-                None => changed.await,
-                Some(deadline) if deadline <= Instant::now() => return,
-                Some(deadline) => {
-                    tokio::select! {
-                        () = changed => {}
-                        () = sleep_until(deadline) => {}
-                    }
-                }
+            let now = Instant::now();
+            // A timeout too long to add is one that never ends.
+            let next_look = now.checked_add(recheck);
+            let wake = match self.deadline() {
+                Some(deadline) if deadline <= now => return,
+                Some(deadline) => Some(next_look.map_or(deadline, |look| look.min(deadline))),
+                None => next_look,
+            };
+            match wake {
+                Some(wake) => sleep_until(wake).await,
+                None => std::future::pending().await,
             }
         }
     }
