@@ -36,6 +36,8 @@ pub struct Activity {
     requested: AtomicBool,
     header_timeout: Duration,
     idle_timeout: Duration,
+    /// Cancelled when the server stops: each response then closes its connection.
+    stop: CancellationToken,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -50,12 +52,17 @@ enum Phase {
 
 impl Activity {
     /// A connection just accepted: it is expected to send a request head.
-    pub fn new(header_timeout: Duration, idle_timeout: Duration) -> Arc<Activity> {
+    pub fn new(
+        header_timeout: Duration,
+        idle_timeout: Duration,
+        stop: CancellationToken,
+    ) -> Arc<Activity> {
         Arc::new(Activity {
             phase: Mutex::new(Phase::Head(Instant::now())),
             requested: AtomicBool::new(false),
             header_timeout,
             idle_timeout,
+            stop,
         })
     }
 
@@ -234,17 +241,12 @@ impl<I: AsyncRead + AsyncWrite> AsyncWrite for Watched<I> {
 pub struct Tracked {
     app: Router,
     activity: Arc<Activity>,
-    stop: CancellationToken,
 }
 
 impl Tracked {
-    /// Serves `app`, reporting to `activity`, until `stop`.
-    pub fn new(app: Router, activity: Arc<Activity>, stop: CancellationToken) -> Tracked {
-        Tracked {
-            app,
-            activity,
-            stop,
-        }
+    /// Serves `app`, reporting to `activity`.
+    pub fn new(app: Router, activity: Arc<Activity>) -> Tracked {
+        Tracked { app, activity }
     }
 }
 
@@ -262,7 +264,6 @@ impl Service<Request<Incoming>> for Tracked {
         Handling {
             guard: Some(self.activity.request_started()),
             handler: self.app.call(request),
-            stop: self.stop.clone(),
         }
     }
 }
@@ -272,8 +273,9 @@ pin_project! {
     pub struct Handling {
         #[pin]
         handler: RouteFuture<Infallible>,
+        // Holds the connection's activity, which knows whether the server stops
+        // (one reference count per request, where a token's clone takes a lock).
         guard: Option<RequestGuard>,
-        stop: CancellationToken,
     }
 }
 
@@ -283,12 +285,15 @@ impl Future for Handling {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.handler.poll(cx))?;
-        if this.stop.is_cancelled() {
+        let guard = this.guard.take();
+        if guard
+            .as_ref()
+            .is_some_and(|guard| guard.0.stop.is_cancelled())
+        {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        let guard = this.guard.take();
         Poll::Ready(Ok(response.map(|body| Tracking { body, guard })))
     }
 }

@@ -246,12 +246,12 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = shared.limits;
-    let activity = Activity::new(limits.header_timeout, limits.idle_timeout);
-    let service = TowerToHyperService::new(Tracked::new(
-        shared.app.clone(),
-        Arc::clone(&activity),
+    let activity = Activity::new(
+        limits.header_timeout,
+        limits.idle_timeout,
         shared.stop.clone(),
-    ));
+    );
+    let service = TowerToHyperService::new(Tracked::new(shared.app.clone(), Arc::clone(&activity)));
     let io = TokioIo::new(Watched::new(io, Arc::clone(&activity)));
     let connection = shared.builder.serve_connection(io, service);
     tokio::pin!(connection);
