@@ -10,6 +10,10 @@
 //! still served here without the broker; anything else asks the node that
 //! holds the name, or every node. Socket writes of many deliveries run on the
 //! blocking pool, off the async workers that serve connections and requests.
+//!
+//! Calls to one other node are boxed where they are awaited: each holds a
+//! broker round trip's state (kilobytes), and the future of a send to a local
+//! client, which every API request allocates and moves, should not carry it.
 
 mod bulk;
 mod cursor;
@@ -200,7 +204,7 @@ impl Directory {
                 Some(Arc::from(name)),
                 &self.parts.node.id,
             )),
-            (None, Some(cluster)) => cluster.remote_client(name).await,
+            (None, Some(cluster)) => Box::pin(cluster.remote_client(name)).await,
             (None, None) => Err(Failure::NotFound(name.to_owned())),
         }
     }
@@ -261,7 +265,7 @@ impl Directory {
                 .registry
                 .send_to_client(&client, message)
                 .map_err(|err| send_failure(err, name))?,
-            (None, Some(cluster)) => cluster.remote_send(name, message).await?,
+            (None, Some(cluster)) => Box::pin(cluster.remote_send(name, message)).await?,
             (None, None) => return Err(Failure::NotFound(name.to_owned())),
         };
         Ok(Sent {
@@ -282,9 +286,7 @@ impl Directory {
         let client = match (self.live_here(name), &self.parts.cluster) {
             (Some(client), _) => client,
             (None, Some(cluster)) => {
-                return cluster
-                    .remote_send_awaiting_ack(name, message, patience)
-                    .await;
+                return Box::pin(cluster.remote_send_awaiting_ack(name, message, patience)).await;
             }
             (None, None) => return Err(Failure::NotFound(name.to_owned())),
         };
@@ -316,7 +318,7 @@ impl Directory {
             .as_ref()
             .filter(|_| !keep.until_ack && self.live_here(name).is_none());
         if let Some(cluster) = remote {
-            match cluster.remote_send(name, message).await {
+            match Box::pin(cluster.remote_send(name, message)).await {
                 Ok(id) => {
                     return Ok(Sent {
                         id,
@@ -342,8 +344,7 @@ impl Directory {
                         stored: Some(false),
                     });
                 }
-                cluster
-                    .store_shared(name, message, keep)
+                Box::pin(cluster.store_shared(name, message, keep))
                     .await
                     .map_err(|err| store_failure(err.into(), name))?
             }
@@ -473,7 +474,7 @@ impl Directory {
             return Ok(groups.iter().map(|g| g.to_string()).collect());
         };
         let groups = groups.iter().map(|g| g.to_string()).collect();
-        cluster.remote_set_groups(name, groups).await
+        Box::pin(cluster.remote_set_groups(name, groups)).await
     }
 
     /// Sends each item to its recipients; one outcome per recipient, in order.
@@ -552,7 +553,7 @@ impl Directory {
     /// Disconnects the client named `name` with `bye` `kicked`.
     pub async fn kick(&self, name: &str) -> Result<(), Failure> {
         match (self.live_here(name), &self.parts.cluster) {
-            (None, Some(cluster)) => cluster.remote_kick(name).await,
+            (None, Some(cluster)) => Box::pin(cluster.remote_kick(name)).await,
             _ => self
                 .parts
                 .registry
