@@ -104,9 +104,8 @@ impl Membership {
 
     /// A claim (of another node, or of this one) took `name` over from
     /// `session` at table revision `revision`: closes that session if it
-    /// holds the name here, or, if its
-    /// claim is still being written, makes that claim give way when it lands
-    /// (unless it wrote after the takeover).
+    /// holds the name here, or, if its claim is still being written, makes
+    /// that claim give way when it lands (unless it wrote after the takeover).
     pub(super) fn replaced(&self, name: &str, session: u64, revision: u64) {
         // A claim lands (its check, its record, its registration) under this
         // lock: held here, the claim has either landed, and the kick finds
