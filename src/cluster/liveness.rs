@@ -1,9 +1,10 @@
 //! Liveness: every heartbeat a node writes its record (which expires a node
 //! ttl later), reads the live nodes, and sweeps the names of nodes that
-//! vanished (and its own names no session holds); after the broker comes back, or after its own heartbeats stopped
-//! for a node ttl, it reconciles its own names.
+//! vanished, and its own names that no session of its holds; after the
+//! broker comes back, or after its own heartbeats stopped for a node ttl, it
+//! reconciles its own names.
 //!
-//! A sweep removes a name only at the revision its dead holder wrote, so a
+//! A sweep removes a name only at the revision its stale holder wrote, so a
 //! name taken over meanwhile is never removed, and several nodes sweeping
 //! at once do no harm.
 
