@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use common::PATIENCE;
 use common::nats::NatsServer;
+use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tcphub::cluster::broker::{Broker, BrokerOptions, BrokerState, ConnectError};
@@ -369,7 +370,7 @@ fn answer_each(mut server: Server<Echo>, id: &str) {
                 "{id}: {}",
                 incoming.request.text.repeat(incoming.request.times)
             );
-            incoming.reply.send(&text).await.unwrap();
+            server.answer(incoming.reply, &text).await.unwrap();
         }
     });
 }
@@ -483,6 +484,50 @@ async fn scatter_collects_every_node_and_names_the_missing_one() {
 }
 
 #[tokio::test]
+async fn calls_made_together_share_one_message_each_way_and_each_gets_its_own_answer() {
+    let server = NatsServer::start();
+    let broker = connect(&server).await;
+    let asker = Rpc::new(&broker, "test", "a-1");
+    echo_node(&broker, "b-1").await;
+    // The first call subscribes the asker's inbox; the ones after it go out together.
+    let first: String = asker
+        .request("b-1", &echo("first"), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(first, "b-1: first");
+    let mut requests = broker
+        .client()
+        .subscribe("tcphub.test.node.b-1.rpc")
+        .await
+        .unwrap();
+    let mut replies = broker.client().subscribe("_INBOX.>").await.unwrap();
+    broker.client().flush().await.unwrap();
+
+    // On this test's single thread every call is queued before the sending task runs.
+    let questions: Vec<Echo> = (0..100).map(|i| echo(&format!("call {i}"))).collect();
+    let calls = questions
+        .iter()
+        .map(|question| asker.request::<_, String>("b-1", question, PATIENCE));
+    let answers = timeout(PATIENCE, futures_util::future::join_all(calls))
+        .await
+        .expect("the calls were not all answered");
+    for (question, answer) in questions.iter().zip(answers) {
+        assert_eq!(answer.unwrap(), format!("b-1: {}", question.text));
+    }
+
+    let request = timeout(PATIENCE, requests.next()).await.unwrap().unwrap();
+    let request: Value = serde_json::from_slice(&request.payload).unwrap();
+    assert_eq!(request["calls"].as_array().map(Vec::len), Some(100));
+    let reply = timeout(PATIENCE, replies.next()).await.unwrap().unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["replies"].as_array().map(Vec::len), Some(100));
+    // Nothing else went either way.
+    broker.client().flush().await.unwrap();
+    assert!(requests.next().now_or_never().is_none());
+    assert!(replies.next().now_or_never().is_none());
+}
+
+#[tokio::test]
 async fn a_request_of_another_version_or_garbage_is_refused_and_counted() {
     let server = NatsServer::start();
     let broker = connect(&server).await;
@@ -501,26 +546,42 @@ async fn a_request_of_another_version_or_garbage_is_refused_and_counted() {
             .unwrap();
         serde_json::from_slice(&reply.payload).unwrap()
     };
+    let call = |id: u64, body: Value| json!({"id": id, "deadline": deadline, "body": body});
 
     let newer =
-        raw(json!({"version": 2, "deadline": deadline, "body": {"text": "hi", "times": 1}})).await;
+        raw(json!({"version": 3, "calls": [call(1, json!({"text": "hi", "times": 1}))]})).await;
     assert_eq!(
         newer,
         json!({"error": {"code": "unsupported_version",
-            "detail": "protocol version 2; this node speaks 1", "version": 1}})
+            "detail": "protocol version 3; this node speaks 2", "version": 2}})
     );
     let garbage = raw(json!("{not json")).await;
     assert_eq!(garbage["error"]["code"], "bad_request", "{garbage}");
-    let wrong_body = raw(json!({"version": 1, "deadline": deadline, "body": 7})).await;
-    assert_eq!(wrong_body["error"]["code"], "bad_request", "{wrong_body}");
+    // A call that does not decode is refused alone; the one beside it is answered.
+    let mixed = raw(json!({"version": 2, "calls": [
+        call(7, json!(7)),
+        call(8, json!({"text": "beside", "times": 1}))
+    ]}))
+    .await;
+    assert_eq!(mixed["replies"][0]["id"], 7, "{mixed}");
+    assert_eq!(
+        mixed["replies"][0]["reply"]["error"]["code"], "bad_request",
+        "{mixed}"
+    );
+    assert_eq!(
+        mixed["replies"][1],
+        json!({"id": 8, "reply": {"ok": "b-1: beside"}})
+    );
     assert_eq!(stats.refused_version(), 1);
     assert_eq!(stats.refused_malformed(), 2);
 
     // The server goes on serving.
     let ok =
-        raw(json!({"version": 1, "deadline": deadline, "body": {"text": "still", "times": 1}}))
-            .await;
-    assert_eq!(ok, json!({"ok": "b-1: still"}));
+        raw(json!({"version": 2, "calls": [call(9, json!({"text": "still", "times": 1}))]})).await;
+    assert_eq!(
+        ok,
+        json!({"replies": [{"id": 9, "reply": {"ok": "b-1: still"}}]})
+    );
 }
 
 #[tokio::test]
@@ -532,7 +593,7 @@ async fn a_request_past_its_deadline_is_dropped_and_counted() {
     broker.client().flush().await.unwrap();
 
     let subject = "tcphub.test.node.b-1.rpc";
-    let late = json!({"version": 1, "deadline": 1, "body": {"text": "late", "times": 1}});
+    let late = json!({"version": 2, "calls": [{"id": 1, "deadline": 1, "body": {"text": "late", "times": 1}}]});
     let inbox = broker.client().new_inbox();
     broker
         .client()

@@ -36,9 +36,10 @@ pub(super) async fn start(membership: &Arc<Membership>) -> Result<(), RpcError> 
     Ok(())
 }
 
-/// Answers each request of `server`: at once when the answer is ready at the
-/// first try (a send, a kick: most calls), else in a task of its own, so that
-/// an ack wait does not hold up the calls behind it.
+/// Answers each call of `server`: at once when the answer is ready at the
+/// first try (a send, a kick: most calls), packed with the other answers
+/// ready for the same asker; else in a task of its own, alone, so that an ack
+/// wait does not hold up the calls behind it.
 async fn serve<Req, Resp, Fut>(
     membership: Arc<Membership>,
     mut server: Server<Req>,
@@ -59,7 +60,14 @@ async fn serve<Req, Resp, Fut>(
         let mut answering = Box::pin(answer(Arc::clone(&membership), incoming.request));
         // One poll: a ready answer goes out now, a waiting one to a task.
         match poll_fn(|cx| Poll::Ready(answering.as_mut().poll(cx))).await {
-            Poll::Ready(response) => send_answer(incoming.reply, response).await,
+            Poll::Ready(response) => {
+                if incoming.reply.deadline() < SystemTime::now() {
+                    continue; // the asker stopped waiting; what was done stays done
+                }
+                if let Err(err) = server.answer(incoming.reply, &response).await {
+                    debug!(%err, "answer not sent");
+                }
+            }
             Poll::Pending => {
                 tokio::spawn(async move { send_answer(incoming.reply, answering.await).await });
             }

@@ -183,6 +183,12 @@ impl Membership {
             Err(RpcError::NoResponders) => Ok(NodeAnswer::NotFound),
             Err(RpcError::Timeout) => Err(Failure::NodeUnreachable(node.to_owned())),
             Err(RpcError::Broker(detail)) => Err(self.unavailable(&detail)),
+            // A node of another release, during a rolling upgrade: the
+            // cluster cannot serve this until they match.
+            Err(RpcError::Refused(refusal)) if refusal.code == "unsupported_version" => {
+                tracing::warn!(%node, detail = %refusal.detail, "a node speaks another protocol version");
+                Err(Failure::ClusterUnavailable)
+            }
             Err(err) => {
                 tracing::warn!(%node, %err, "cluster call failed");
                 Err(Failure::Internal)

@@ -1,6 +1,11 @@
 //! Where the answers to this node's calls arrive: one wildcard subscription,
-//! `<inbox>.*`, for every call, each call's replies told apart by the last
-//! token of its reply subject.
+//! `<inbox>.>`, for all of them.
+//!
+//! Each request message gets a reply subject of its own, `<inbox>.<batch>`.
+//! The answers of a reply message are handed to their calls by id; a refusal
+//! of the whole message, or the broker's word that nobody listens on its
+//! subject, goes to every call it carried. An answer in chunks comes to
+//! `<inbox>.<batch>.<id>` and is put together here.
 //!
 //! A subscription per call would cost the broker two interest updates per call
 //! (the subscribe and the unsubscribe), and a cross-node send is a call.
@@ -9,24 +14,65 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use async_nats::{Client, Message};
+use async_nats::{Client, Message, StatusCode};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{OnceCell, mpsc};
 
-type Waiting = HashMap<u64, mpsc::UnboundedSender<Message>>;
+use super::wire::{self, Answers, Assembly, CHUNK_HEADER, NODE_HEADER, Refusal};
 
-/// The reply subjects of one node's calls; shared by its clones of `Rpc`.
+/// What reaches one call.
+#[derive(Debug)]
+pub(super) struct Arrival {
+    /// The node it came from, when the reply names it.
+    pub node: Option<String>,
+    pub content: Content,
+}
+
+/// What a call hears.
+#[derive(Debug)]
+pub(super) enum Content {
+    /// Its reply: a `wire::Reply` as JSON.
+    Reply(Bytes),
+    /// Nobody subscribes to the subject the call went to.
+    NoResponders,
+    /// The node refused the whole request message the call went in.
+    Refused(Refusal),
+    /// What came back could not be read.
+    Unreadable(String),
+    /// The call could not be sent.
+    Unsent(String),
+}
+
+/// The reply subjects of one node's calls.
 #[derive(Debug, Default)]
 pub(super) struct Inbox {
     /// The subject prefix, once the wildcard subscription is up.
     prefix: OnceCell<String>,
-    /// The calls still waiting, by token.
-    waiting: Mutex<Waiting>,
-    next_token: AtomicU64,
+    state: Mutex<State>,
+    /// Call ids and batch numbers, from one counter.
+    next: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The calls still waiting, by id.
+    calls: HashMap<u64, Waiting>,
+    /// The calls of each request message sent, while any of them waits.
+    batches: HashMap<u64, Vec<u64>>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    sender: mpsc::UnboundedSender<Arrival>,
+    /// The request message it went in, once sent.
+    batch: Option<u64>,
+    /// Its answer, when that comes in chunks.
+    chunks: Assembly,
 }
 
 impl Inbox {
-    /// A reply subject of its own for one call, and the stream of what comes to it.
+    /// Registers a call: its id, and the stream of what comes for it.
     ///
     /// The first call subscribes; a later call's publish follows that
     /// subscription on the same connection, so no answer can come before it.
@@ -34,48 +80,155 @@ impl Inbox {
         self: &Arc<Inbox>,
         client: &Client,
     ) -> Result<Replies, async_nats::SubscribeError> {
-        let prefix = self
-            .prefix
+        self.prefix
             .get_or_try_init(|| subscribe(Arc::downgrade(self), client))
             .await?;
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::unbounded_channel();
-        self.waiting().insert(token, sender);
+        let waiting = Waiting {
+            sender,
+            batch: None,
+            chunks: Assembly::default(),
+        };
+        self.state().calls.insert(id, waiting);
         Ok(Replies {
-            subject: format!("{prefix}.{token}"),
-            token,
+            id,
             receiver,
             inbox: Arc::clone(self),
         })
     }
 
-    /// Hands `message` to the call its subject names. Replies to a call that
-    /// has ended (answered already, or past its deadline) are dropped.
-    fn dispatch(&self, message: Message) {
-        let token = message
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|token| token.parse::<u64>().ok());
-        let sender = token.and_then(|token| self.waiting().get(&token).cloned());
-        if let Some(sender) = sender {
-            let _ = sender.send(message);
+    /// The reply subject of a request message carrying the calls `ids`, or
+    /// `None` when none of them waits any more (nothing to send).
+    pub(super) fn seal(&self, ids: impl IntoIterator<Item = u64>) -> Option<String> {
+        let prefix = self.prefix.get()?;
+        let batch = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state();
+        let mut sealed = Vec::new();
+        for id in ids {
+            if let Some(waiting) = state.calls.get_mut(&id) {
+                waiting.batch = Some(batch);
+                sealed.push(id);
+            }
+        }
+        if sealed.is_empty() {
+            return None;
+        }
+        state.batches.insert(batch, sealed);
+        Some(format!("{prefix}.{batch}"))
+    }
+
+    /// Tells every call of the request message `subject` that it was not sent.
+    pub(super) fn unsent(&self, subject: &str, detail: &str) {
+        if let Some((batch, None)) = self.tokens(subject) {
+            self.to_batch(batch, None, || Content::Unsent(detail.to_owned()));
         }
     }
 
-    fn waiting(&self) -> MutexGuard<'_, Waiting> {
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Hands `message` to the calls it is for. Replies to calls that have
+    /// ended (answered already, or past their deadline) are dropped.
+    fn dispatch(&self, message: Message) {
+        let Some((batch, chunked)) = self.tokens(&message.subject) else {
+            return;
+        };
+        let node = header(&message, NODE_HEADER).map(str::to_owned);
+        if message.status == Some(StatusCode::NO_RESPONDERS) {
+            self.to_batch(batch, node, || Content::NoResponders);
+            return;
+        }
+        let whole = match chunked {
+            None => message.payload,
+            Some(id) => {
+                let chunk = header(&message, CHUNK_HEADER).map(str::to_owned);
+                let mut state = self.state();
+                let Some(waiting) = state.calls.get_mut(&id) else {
+                    return;
+                };
+                let from = node.as_deref().unwrap_or_default();
+                match waiting.chunks.add(from, chunk.as_deref(), message.payload) {
+                    None => return,
+                    Some(Ok(whole)) => whole,
+                    Some(Err(detail)) => {
+                        let content = Content::Unreadable(detail);
+                        let _ = waiting.sender.send(Arrival { node, content });
+                        return;
+                    }
+                }
+            }
+        };
+        match wire::decode_answers(&whole) {
+            Ok(Answers::Each(replies)) => {
+                let state = self.state();
+                for (id, reply) in replies {
+                    // Only a call of the message answered: never another's by mistake.
+                    if let Some(waiting) = state.calls.get(&id)
+                        && waiting.batch == Some(batch)
+                    {
+                        let node = node.clone();
+                        let content = Content::Reply(reply);
+                        let _ = waiting.sender.send(Arrival { node, content });
+                    }
+                }
+            }
+            Ok(Answers::Refused(refusal)) => {
+                self.to_batch(batch, node, || Content::Refused(refusal.clone()));
+            }
+            Err(detail) => self.to_batch(batch, node, || Content::Unreadable(detail.clone())),
+        }
+    }
+
+    /// Gives each waiting call of request message `batch` what `content` makes.
+    fn to_batch(&self, batch: u64, node: Option<String>, content: impl Fn() -> Content) {
+        let state = self.state();
+        let Some(ids) = state.batches.get(&batch) else {
+            return;
+        };
+        for id in ids {
+            if let Some(waiting) = state.calls.get(id) {
+                let node = node.clone();
+                let content = content();
+                let _ = waiting.sender.send(Arrival { node, content });
+            }
+        }
+    }
+
+    /// The batch number, and the call id for a chunk, that `subject` names.
+    fn tokens(&self, subject: &str) -> Option<(u64, Option<u64>)> {
+        let rest = subject
+            .strip_prefix(self.prefix.get()?.as_str())?
+            .strip_prefix('.')?;
+        match rest.split_once('.') {
+            None => Some((rest.parse().ok()?, None)),
+            Some((batch, id)) => Some((batch.parse().ok()?, Some(id.parse().ok()?))),
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        let mut state = self.state();
+        let Some(batch) = state.calls.remove(&id).and_then(|waiting| waiting.batch) else {
+            return;
+        };
+        if let Some(ids) = state.batches.get_mut(&batch) {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                state.batches.remove(&batch);
+            }
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Subscribes to `<fresh inbox>.*` and dispatches what arrives until the
+/// Subscribes to `<fresh inbox>.>` and dispatches what arrives until the
 /// connection or the inbox goes away; the prefix.
 async fn subscribe(
     inbox: Weak<Inbox>,
     client: &Client,
 ) -> Result<String, async_nats::SubscribeError> {
     let prefix = client.new_inbox();
-    let mut subscriber = client.subscribe(format!("{prefix}.*")).await?;
+    let mut subscriber = client.subscribe(format!("{prefix}.>")).await?;
     tokio::spawn(async move {
         while let Some(message) = subscriber.next().await {
             let Some(inbox) = inbox.upgrade() else {
@@ -85,35 +238,44 @@ async fn subscribe(
         }
         // The connection is closed for good: the waiting calls hear of it now.
         if let Some(inbox) = inbox.upgrade() {
-            inbox.waiting().clear();
+            let mut state = inbox.state();
+            state.calls.clear();
+            state.batches.clear();
         }
     });
     Ok(prefix)
 }
 
-/// The replies to one call, in order of arrival; its token is given back when dropped.
+fn header<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(name))
+        .map(|value| value.as_str())
+}
+
+/// What comes for one call, in order of arrival; the call is forgotten when dropped.
 #[derive(Debug)]
 pub(super) struct Replies {
-    subject: String,
-    token: u64,
-    receiver: mpsc::UnboundedReceiver<Message>,
+    id: u64,
+    receiver: mpsc::UnboundedReceiver<Arrival>,
     inbox: Arc<Inbox>,
 }
 
 impl Replies {
-    /// The subject the answering nodes reply to.
-    pub(super) fn subject(&self) -> &str {
-        &self.subject
+    /// The call's id.
+    pub(super) fn id(&self) -> u64 {
+        self.id
     }
 
-    /// The next reply; `None` once the connection is gone.
-    pub(super) async fn next(&mut self) -> Option<Message> {
+    /// The next arrival; `None` once the connection is gone.
+    pub(super) async fn next(&mut self) -> Option<Arrival> {
         self.receiver.recv().await
     }
 }
 
 impl Drop for Replies {
     fn drop(&mut self) {
-        self.inbox.waiting().remove(&self.token);
+        self.inbox.forget(self.id);
     }
 }

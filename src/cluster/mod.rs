@@ -34,6 +34,7 @@ mod mailbox;
 mod membership;
 pub mod names;
 pub mod nodes;
+mod outgoing;
 pub mod rpc;
 mod wire;
 

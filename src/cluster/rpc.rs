@@ -2,23 +2,24 @@
 //!
 //! Subjects, under `tcphub.<cluster>.`: `node.<node-id>.rpc` reaches one node
 //! and `all.<verb>` every node (each subscribes without a queue group, the
-//! asker included). A request carries the protocol version and a deadline;
-//! a node refuses a version it does not speak or a body it cannot decode
-//! (with an error reply, counted in [`RpcStats`]) and drops a request whose
-//! deadline has passed. Replies too big for one message travel in chunks
-//! (see the wire format in `wire.rs`).
+//! asker included). Calls travel in batches (`outgoing.rs` gathers them, the
+//! [`Server`] packs the answers that are ready together); each call carries
+//! the protocol version, its id and a deadline. A node refuses a version it
+//! does not speak or a call it cannot decode (with an error reply, counted in
+//! [`RpcStats`]) and drops a call whose deadline has passed. Replies too big
+//! for one message travel in chunks (see the wire format in `wire.rs`).
 //!
 //! Knows nothing of what the calls mean.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::{HeaderMap, Message, StatusCode, Subject, Subscriber};
+use async_nats::{HeaderMap, Subject, Subscriber};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -26,12 +27,17 @@ use tracing::{debug, warn};
 
 use super::broker::{Broker, BrokerState};
 use super::epoch_millis;
-use super::inbox::{Inbox, Replies};
+use super::inbox::{Arrival, Content, Inbox, Replies};
+use super::outgoing::{self, Outgoing};
 use super::wire::{
-    self, Assembly, CHUNK_HEADER, Decoded, HEADER_ROOM, NODE_HEADER, Reply, RequestOut,
+    self, CALL_ROOM, CHUNK_HEADER, CallOut, Decoded, MESSAGE_ROOM, NODE_HEADER, Pack, Reply,
 };
 
 pub use super::wire::{MAX_REPLY_BYTES, Refusal, VERSION};
+
+/// The most answers one reply message carries before it goes out, so that
+/// a steady stream of calls does not hold the first answers back.
+const MAX_PACKED: usize = 256;
 
 /// Why a call got no answer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -105,28 +111,39 @@ pub struct Gathered<Resp> {
 /// The call transport of one node; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Rpc {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     broker: Broker,
-    prefix: Arc<str>,
-    node_id: Arc<str>,
+    prefix: String,
+    node_id: String,
     stats: Arc<RpcStats>,
     inbox: Arc<Inbox>,
+    outgoing: Outgoing,
 }
 
 impl Rpc {
-    /// The transport of node `node_id` in cluster `cluster_name`.
+    /// The transport of node `node_id` in cluster `cluster_name`; starts the
+    /// task that sends its calls.
     pub fn new(broker: &Broker, cluster_name: &str, node_id: &str) -> Rpc {
+        let inbox = Arc::<Inbox>::default();
         Rpc {
-            broker: broker.clone(),
-            prefix: format!("tcphub.{cluster_name}.").into(),
-            node_id: node_id.into(),
-            stats: Arc::default(),
-            inbox: Arc::default(),
+            shared: Arc::new(Shared {
+                broker: broker.clone(),
+                prefix: format!("tcphub.{cluster_name}."),
+                node_id: node_id.to_owned(),
+                stats: Arc::default(),
+                outgoing: Outgoing::start(broker.clone(), Arc::clone(&inbox)),
+                inbox,
+            }),
         }
     }
 
     /// The counters of requests this node's servers refused or dropped.
     pub fn stats(&self) -> Arc<RpcStats> {
-        Arc::clone(&self.stats)
+        Arc::clone(&self.shared.stats)
     }
 
     /// Calls node `node_id` and waits at most `timeout` for its answer.
@@ -143,19 +160,17 @@ impl Rpc {
         let subject = self.node_subject(node_id)?;
         let deadline = Instant::now() + timeout;
         let mut replies = self.send(subject, request, deadline).await?;
-        let mut assembly = Assembly::default();
         let wait = async {
-            while let Some(message) = replies.next().await {
-                if message.status == Some(StatusCode::NO_RESPONDERS) {
-                    return Err(RpcError::NoResponders);
-                }
-                let node = header(&message, NODE_HEADER).unwrap_or(node_id).to_owned();
-                let chunk = header(&message, CHUNK_HEADER).map(str::to_owned);
-                if let Some(whole) = assembly.add(&node, chunk.as_deref(), message.payload) {
-                    return decode_reply(&whole.map_err(RpcError::BadReply)?);
-                }
+            match replies.next().await {
+                Some(arrival) => match arrival.content {
+                    Content::Reply(reply) => decode_reply(&reply),
+                    Content::NoResponders => Err(RpcError::NoResponders),
+                    Content::Refused(refusal) => Err(RpcError::Refused(refusal)),
+                    Content::Unreadable(detail) => Err(RpcError::BadReply(detail)),
+                    Content::Unsent(detail) => Err(RpcError::Broker(detail)),
+                },
+                None => Err(RpcError::Broker("connection closed".to_owned())),
             }
-            Err(RpcError::Broker("connection closed".to_owned()))
         };
         tokio::time::timeout_at(deadline, wait)
             .await
@@ -182,31 +197,26 @@ impl Rpc {
         let mut answered = HashSet::new();
         let mut failed = BTreeSet::new();
         let mut gathered = Vec::new();
-        let mut assembly = Assembly::default();
         let collect = async {
             while !waiting.is_empty() {
-                let Some(message) = replies.next().await else {
+                let Some(Arrival { node, content }) = replies.next().await else {
                     break;
                 };
-                if message.status == Some(StatusCode::NO_RESPONDERS) {
-                    break;
-                }
-                let Some(node) = header(&message, NODE_HEADER).map(str::to_owned) else {
+                let answer = match content {
+                    Content::Reply(reply) => decode_reply(&reply),
+                    Content::Refused(refusal) => Err(RpcError::Refused(refusal)),
+                    Content::Unreadable(detail) => Err(RpcError::BadReply(detail)),
+                    Content::NoResponders | Content::Unsent(_) => break,
+                };
+                let Some(node) = node else {
                     warn!(%verb, "scatter reply without a node id ignored");
-                    continue;
-                };
-                let chunk = header(&message, CHUNK_HEADER).map(str::to_owned);
-                let Some(whole) = assembly.add(&node, chunk.as_deref(), message.payload) else {
                     continue;
                 };
                 waiting.remove(node.as_str());
                 if !answered.insert(node.clone()) {
                     continue; // a second answer from one node counts once
                 }
-                match whole
-                    .map_err(RpcError::BadReply)
-                    .and_then(|b| decode_reply(&b))
-                {
+                match answer {
                     Ok(reply) => gathered.push((node, reply)),
                     Err(err) => {
                         warn!(%verb, %node, %err, "scatter reply unusable");
@@ -228,7 +238,7 @@ impl Rpc {
 
     /// Serves this node's own subject, `node.<node-id>.rpc`.
     pub async fn serve_node<Req: DeserializeOwned>(&self) -> Result<Server<Req>, RpcError> {
-        let subject = self.node_subject(&self.node_id)?;
+        let subject = self.node_subject(&self.shared.node_id)?;
         self.serve(subject, false).await
     }
 
@@ -249,6 +259,7 @@ impl Rpc {
         sign: bool,
     ) -> Result<Server<Req>, RpcError> {
         let subscriber = self
+            .shared
             .broker
             .client()
             .subscribe(subject)
@@ -258,126 +269,248 @@ impl Rpc {
             subscriber,
             rpc: self.clone(),
             sign,
+            ready: VecDeque::new(),
+            packs: Vec::new(),
             _request: PhantomData,
         })
     }
 
-    /// Publishes `request` to `subject` with a reply subject of its own in
-    /// this node's inbox.
+    /// Queues `request` for `subject`; what comes for it.
     async fn send<Req: Serialize>(
         &self,
         subject: String,
         request: &Req,
         deadline: Instant,
     ) -> Result<Replies, RpcError> {
-        if self.broker.state() == BrokerState::Disconnected {
+        let shared = &self.shared;
+        if shared.broker.state() == BrokerState::Disconnected {
             return Err(RpcError::Broker("broker unreachable".to_owned()));
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let payload = serde_json::to_vec(&RequestOut {
-            version: wire::VERSION,
-            deadline: epoch_millis(SystemTime::now() + remaining),
-            body: request,
-        })
-        .map_err(|err| RpcError::Broker(format!("request does not encode: {err}")))?;
-        let max = self.max_message();
-        if payload.len() > max {
+        let body = serde_json::value::to_raw_value(request)
+            .map_err(|err| RpcError::Broker(format!("request does not encode: {err}")))?;
+        let (bytes, max) = (
+            MESSAGE_ROOM + CALL_ROOM + body.get().len(),
+            self.max_message(),
+        );
+        if bytes > max {
             return Err(RpcError::TooLarge {
                 what: "request",
-                bytes: payload.len(),
+                bytes,
                 max,
             });
         }
-        let client = self.broker.client();
-        let replies = self
+        let replies = shared
             .inbox
-            .open(client)
+            .open(shared.broker.client())
             .await
             .map_err(|err| RpcError::Broker(err.to_string()))?;
-        client
-            .publish_with_reply(subject, replies.subject().to_owned(), Bytes::from(payload))
-            .await
-            .map_err(|err| RpcError::Broker(err.to_string()))?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let call = CallOut {
+            id: replies.id(),
+            deadline: epoch_millis(SystemTime::now() + remaining),
+            body,
+        };
+        shared
+            .outgoing
+            .push(subject, call)
+            .map_err(RpcError::Broker)?;
         Ok(replies)
     }
 
     /// The largest payload one message may carry here.
     fn max_message(&self) -> usize {
-        self.broker
-            .client()
-            .max_payload()
-            .saturating_sub(HEADER_ROOM)
+        outgoing::max_message(&self.shared.broker)
     }
 
     fn node_subject(&self, node_id: &str) -> Result<String, RpcError> {
-        token(node_id).map(|id| format!("{}node.{id}.rpc", self.prefix))
+        token(node_id).map(|id| format!("{}node.{id}.rpc", self.shared.prefix))
     }
 
     fn all_subject(&self, verb: &str) -> Result<String, RpcError> {
-        token(verb).map(|verb| format!("{}all.{verb}", self.prefix))
+        token(verb).map(|verb| format!("{}all.{verb}", self.shared.prefix))
+    }
+
+    /// Publishes one reply message to `to`, named by this node if `sign`.
+    async fn publish(&self, to: Subject, sign: bool, payload: Bytes) -> Result<(), RpcError> {
+        let client = self.shared.broker.client();
+        let published = if sign {
+            let mut headers = HeaderMap::new();
+            headers.insert(NODE_HEADER, self.shared.node_id.as_str());
+            client.publish_with_headers(to, headers, payload).await
+        } else {
+            // Most replies: no headers to write or to parse.
+            client.publish(to, payload).await
+        };
+        published.map_err(|err| RpcError::Broker(err.to_string()))
     }
 }
 
-/// A subscription that yields the requests this node should answer.
+/// A subscription that yields the calls this node should answer.
 #[derive(Debug)]
 pub struct Server<Req> {
     subscriber: Subscriber,
     rpc: Rpc,
     /// Whether replies carry this node's id in a header.
     sign: bool,
+    /// Calls of messages taken, not yet yielded.
+    ready: VecDeque<Incoming<Req>>,
+    /// Answers not yet sent, one reply message per asker's reply subject.
+    packs: Vec<(Subject, Pack)>,
     _request: PhantomData<fn() -> Req>,
 }
 
 impl<Req: DeserializeOwned> Server<Req> {
-    /// The next request to answer, or `None` once the connection is closed
-    /// for good. Refuses (and counts) the ones of another version or that do
-    /// not decode, and drops (and counts) the ones past their deadline, on the way.
+    /// The next call to answer, or `None` once the connection is closed for
+    /// good. Sends the answers given to [`Server::answer`] before it waits for
+    /// more calls. Refuses (and counts) the calls of another version or that
+    /// do not decode, and drops (and counts) the ones past their deadline, on
+    /// the way.
     pub async fn next(&mut self) -> Option<Incoming<Req>> {
         loop {
-            let message = self.subscriber.next().await?;
-            let replier = Replier {
+            if let Some(incoming) = self.ready.pop_front() {
+                return Some(incoming);
+            }
+            let message = match self.subscriber.next().now_or_never() {
+                Some(message) => message,
+                None => {
+                    self.flush().await;
+                    self.subscriber.next().await
+                }
+            };
+            let Some(message) = message else {
+                self.flush().await;
+                return None;
+            };
+            self.take(message.reply, &message.payload).await;
+        }
+    }
+
+    /// Answers a call with `response`, in one reply message with the other
+    /// answers ready for the same asker: sent when the server next waits for
+    /// calls, or sooner when the message is full. An answer too big for one
+    /// message goes alone, as [`Replier::send`] sends it.
+    pub async fn answer<Resp: Serialize>(
+        &mut self,
+        reply: Replier,
+        response: &Resp,
+    ) -> Result<(), RpcError> {
+        let (answer, refused) = reply.encode(response)?;
+        self.pack(reply, answer).await?;
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Adds an encoded answer to the reply message for its asker, sending that
+    /// message first if the answer would not fit, and after if it is full.
+    async fn pack(&mut self, reply: Replier, answer: Vec<u8>) -> Result<(), RpcError> {
+        let Some(to) = reply.to.clone() else {
+            return Ok(()); // published without a reply subject: nobody waits
+        };
+        let max = self.rpc.max_message();
+        if Pack::new().size_with(&answer) > max {
+            return reply.send_encoded(answer, None).await;
+        }
+        let at = match self.packs.iter().position(|(subject, _)| *subject == to) {
+            Some(at) => at,
+            None => {
+                self.packs.push((to.clone(), Pack::new()));
+                self.packs.len() - 1
+            }
+        };
+        let pack = &mut self.packs[at].1;
+        if pack.size_with(&answer) > max {
+            let full = std::mem::replace(pack, Pack::new());
+            self.rpc
+                .publish(to.clone(), self.sign, full.finish())
+                .await?;
+        }
+        let pack = &mut self.packs[at].1;
+        pack.push(&answer);
+        if pack.answers() >= MAX_PACKED {
+            let full = std::mem::replace(pack, Pack::new());
+            self.rpc.publish(to, self.sign, full.finish()).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every packed answer.
+    async fn flush(&mut self) {
+        let rpc = self.rpc.clone();
+        for (to, pack) in self.packs.drain(..) {
+            if pack.answers() == 0 {
+                continue;
+            }
+            if let Err(err) = rpc.publish(to, self.sign, pack.finish()).await {
+                debug!(%err, "answers not sent");
+            }
+        }
+    }
+
+    /// Queues the calls of one request message, refusing what cannot be answered.
+    async fn take(&mut self, to: Option<Subject>, payload: &[u8]) {
+        let stats = Arc::clone(&self.rpc.shared.stats);
+        let calls = match wire::decode_calls::<Req>(payload) {
+            Decoded::Calls(calls) => calls,
+            Decoded::Unsupported(version) => {
+                stats.refused_version.fetch_add(1, Ordering::Relaxed);
+                let detail = format!("protocol version {version}; this node speaks {VERSION}");
+                self.refuse_message(to, Refusal::new("unsupported_version", detail))
+                    .await;
+                return;
+            }
+            Decoded::Malformed(detail) => {
+                stats.refused_malformed.fetch_add(1, Ordering::Relaxed);
+                self.refuse_message(to, Refusal::new("bad_request", detail))
+                    .await;
+                return;
+            }
+        };
+        let now = SystemTime::now();
+        for call in calls {
+            let deadline = UNIX_EPOCH + Duration::from_millis(call.deadline);
+            let reply = Replier {
                 rpc: self.rpc.clone(),
-                to: message.reply,
-                deadline: UNIX_EPOCH,
+                to: to.clone(),
+                id: call.id,
+                deadline,
                 sign: self.sign,
             };
-            let stats = &self.rpc.stats;
-            match wire::decode_request::<Req>(&message.payload) {
-                Decoded::Request { deadline, body } => {
-                    let deadline = UNIX_EPOCH + Duration::from_millis(deadline);
-                    if deadline < SystemTime::now() {
-                        stats.expired.fetch_add(1, Ordering::Relaxed);
-                        debug!(subject = %message.subject, "late request dropped");
-                        continue;
-                    }
-                    return Some(Incoming {
-                        request: body,
-                        reply: Replier {
-                            deadline,
-                            ..replier
-                        },
-                    });
+            match call.body {
+                Ok(_) if deadline < now => {
+                    stats.expired.fetch_add(1, Ordering::Relaxed);
+                    debug!(call = call.id, "late call dropped");
                 }
-                Decoded::Unsupported(version) => {
-                    stats.refused_version.fetch_add(1, Ordering::Relaxed);
-                    let detail = format!(
-                        "protocol version {version}; this node speaks {}",
-                        wire::VERSION
-                    );
-                    replier
-                        .refuse(Refusal::new("unsupported_version", detail))
-                        .await;
-                }
-                Decoded::Malformed(detail) => {
+                Ok(request) => self.ready.push_back(Incoming { request, reply }),
+                Err(detail) => {
                     stats.refused_malformed.fetch_add(1, Ordering::Relaxed);
-                    replier.refuse(Refusal::new("bad_request", detail)).await;
+                    let refusal: Reply<()> = Reply::Error(Refusal::new("bad_request", detail));
+                    let packed = match wire::encode_answer(call.id, &refusal) {
+                        Ok(answer) => self.pack(reply, answer).await,
+                        Err(err) => Err(RpcError::Broker(err.to_string())),
+                    };
+                    if let Err(err) = packed {
+                        debug!(%err, "refusal not sent");
+                    }
                 }
             }
         }
     }
+
+    /// Refuses a whole request message: every call it carried hears it.
+    async fn refuse_message(&self, to: Option<Subject>, refusal: Refusal) {
+        let Some(to) = to else {
+            return;
+        };
+        let reply: Reply<()> = Reply::Error(refusal);
+        let Ok(payload) = serde_json::to_vec(&reply) else {
+            return;
+        };
+        if let Err(err) = self.rpc.publish(to, self.sign, payload.into()).await {
+            debug!(%err, "refusal not sent");
+        }
+    }
 }
 
-/// A request to answer, and the way to answer it.
+/// A call to answer, and the way to answer it.
 #[derive(Debug)]
 pub struct Incoming<Req> {
     /// The request.
@@ -386,11 +519,12 @@ pub struct Incoming<Req> {
     pub reply: Replier,
 }
 
-/// Sends the answer to one request.
+/// Sends the answer to one call.
 #[derive(Debug)]
 pub struct Replier {
     rpc: Rpc,
     to: Option<Subject>,
+    id: u64,
     deadline: SystemTime,
     sign: bool,
 }
@@ -401,57 +535,70 @@ impl Replier {
         self.deadline
     }
 
-    /// Sends `response`, in chunks if it is over one message. A reply over
-    /// [`MAX_REPLY_BYTES`] is not sent: the asker gets a `too_large`
-    /// refusal instead, and this returns [`RpcError::TooLarge`].
+    /// Sends `response` now, alone, in chunks if it is over one message. A
+    /// reply over [`MAX_REPLY_BYTES`] is not sent: the asker gets a
+    /// `too_large` refusal instead, and this returns [`RpcError::TooLarge`].
     pub async fn send<Resp: Serialize>(self, response: &Resp) -> Result<(), RpcError> {
-        let payload = serde_json::to_vec(&Reply::Ok(response))
+        let (answer, refused) = self.encode(response)?;
+        self.send_encoded(answer, refused).await
+    }
+
+    /// The answer as it goes in a reply message, or a `too_large` refusal in
+    /// its place (and the error to report) when it is over [`MAX_REPLY_BYTES`].
+    fn encode<Resp: Serialize>(
+        &self,
+        response: &Resp,
+    ) -> Result<(Vec<u8>, Option<RpcError>), RpcError> {
+        let answer = wire::encode_answer(self.id, &Reply::Ok(response))
             .map_err(|err| RpcError::Broker(format!("reply does not encode: {err}")))?;
-        if payload.len() > MAX_REPLY_BYTES {
-            let err = RpcError::TooLarge {
-                what: "reply",
-                bytes: payload.len(),
-                max: MAX_REPLY_BYTES,
-            };
-            self.refuse(Refusal::new("too_large", err.to_string()))
-                .await;
-            return Err(err);
+        if answer.len() <= MAX_REPLY_BYTES {
+            return Ok((answer, None));
         }
-        self.publish(Bytes::from(payload)).await
-    }
-
-    async fn refuse(self, refusal: Refusal) {
-        let reply: Reply<()> = Reply::Error(refusal);
-        let Ok(payload) = serde_json::to_vec(&reply) else {
-            return;
+        let err = RpcError::TooLarge {
+            what: "reply",
+            bytes: answer.len(),
+            max: MAX_REPLY_BYTES,
         };
-        if let Err(err) = self.publish(Bytes::from(payload)).await {
-            debug!(%err, "refusal not sent");
-        }
+        let refusal: Reply<()> = Reply::Error(Refusal::new("too_large", err.to_string()));
+        let refused = wire::encode_answer(self.id, &refusal)
+            .map_err(|err| RpcError::Broker(format!("refusal does not encode: {err}")))?;
+        Ok((refused, Some(err)))
     }
 
-    async fn publish(self, payload: Bytes) -> Result<(), RpcError> {
+    /// Sends one encoded answer alone: in one message if it fits, else in
+    /// chunks to the call's own subject; then reports `refused`, if any.
+    async fn send_encoded(
+        self,
+        answer: Vec<u8>,
+        refused: Option<RpcError>,
+    ) -> Result<(), RpcError> {
         let Some(to) = self.to else {
             return Ok(()); // published without a reply subject: nobody waits
         };
-        let client = self.rpc.broker.client();
-        for (chunk, bytes) in wire::chunks(payload, self.rpc.max_message()) {
-            let published = if chunk.is_none() && !self.sign {
-                // Most replies: one message, no headers to write or to parse.
-                client.publish(to.clone(), bytes).await
-            } else {
-                let mut headers = HeaderMap::new();
-                headers.insert(NODE_HEADER, &*self.rpc.node_id);
-                if let Some(chunk) = chunk {
-                    headers.insert(CHUNK_HEADER, chunk.as_str());
-                }
-                client
-                    .publish_with_headers(to.clone(), headers, bytes)
-                    .await
-            };
-            published.map_err(|err| RpcError::Broker(err.to_string()))?;
+        let mut pack = Pack::new();
+        pack.push(&answer);
+        let payload = pack.finish();
+        let max = self.rpc.max_message();
+        if payload.len() <= max {
+            self.rpc.publish(to, self.sign, payload).await?;
+            return refused.map_or(Ok(()), Err);
         }
-        Ok(())
+        let subject = format!("{to}.{}", self.id);
+        let client = self.rpc.shared.broker.client();
+        for (chunk, bytes) in wire::chunks(payload, max) {
+            let mut headers = HeaderMap::new();
+            if self.sign {
+                headers.insert(NODE_HEADER, self.rpc.shared.node_id.as_str());
+            }
+            if let Some(chunk) = chunk {
+                headers.insert(CHUNK_HEADER, chunk.as_str());
+            }
+            client
+                .publish_with_headers(subject.clone(), headers, bytes)
+                .await
+                .map_err(|err| RpcError::Broker(err.to_string()))?;
+        }
+        refused.map_or(Ok(()), Err)
     }
 }
 
@@ -466,14 +613,6 @@ fn token(value: &str) -> Result<&str, RpcError> {
     } else {
         Err(RpcError::BadSubject(value.to_owned()))
     }
-}
-
-fn header<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
-    message
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get(name))
-        .map(|value| value.as_str())
 }
 
 fn decode_reply<Resp: DeserializeOwned>(bytes: &[u8]) -> Result<Resp, RpcError> {

@@ -1,23 +1,32 @@
-//! The bytes of a cross-node call, without any I/O: the request envelope
-//! (protocol version, deadline, body), the reply (an answer or a refusal),
-//! and replies cut into chunks that fit the broker's payload limit and put
-//! back together on the asking side.
+//! The bytes of cross-node calls, without any I/O: request messages (a
+//! batch of calls, each with its id and deadline), reply messages (a batch of
+//! answers by call id, or one refusal of a whole request message), and
+//! replies cut into chunks that fit the broker's payload limit and put back
+//! together on the asking side.
 //!
-//! Request: `{"version":1,"deadline":<ms since epoch>,"body":<request>}`.
-//! Reply: `{"ok":<response>}` or `{"error":{"code","detail","version"}}`, sent
-//! with header `Tcphub-Node: <node id>` (a reply in one message to a call
-//! addressed to one node goes without it: its asker knows who answers) and,
-//! when cut in n > 1 chunks, `Tcphub-Chunk: <i>/<n>` on each (i from 0), in
-//! order.
+//! Calls and answers travel in batches because under load the broker, and
+//! each node's side of it, then handle one message for many calls, not one
+//! for each; a call made alone goes alone, at once.
+//!
+//! Request: `{"version":2,"calls":[{"id":<u64>,"deadline":<ms since epoch>,"body":<request>},...]}`,
+//! with a reply subject. Reply, to that subject:
+//! `{"replies":[{"id":<u64>,"reply":{"ok":<response>}|{"error":<refusal>}},...]}`,
+//! or `{"error":<refusal>}` when the node refuses the whole message (another
+//! version, not a batch of calls). A reply names its node in header
+//! `Tcphub-Node` when the request went to every node (its asker tells the
+//! answers apart by it). An answer too big for one message goes alone, as a
+//! reply of one answer cut in n > 1 chunks, to `<reply subject>.<id>`, with
+//! `Tcphub-Chunk: <i>/<n>` on each (i from 0), in order.
 
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// The protocol version this build speaks; requests of any other are refused.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The largest reply, all chunks together, that a node sends or accepts.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// Room left in each message for its headers.
@@ -26,20 +35,53 @@ pub(crate) const HEADER_ROOM: usize = 1024;
 pub(crate) const NODE_HEADER: &str = "Tcphub-Node";
 /// The header numbering a reply's chunks.
 pub(crate) const CHUNK_HEADER: &str = "Tcphub-Chunk";
+/// The bytes of a request message around its calls, at most.
+pub(crate) const MESSAGE_ROOM: usize = 32;
+/// The bytes of one call around its body, at most.
+pub(crate) const CALL_ROOM: usize = 72;
 
-/// A request as sent.
-#[derive(Serialize)]
-pub(crate) struct RequestOut<'a, T> {
-    pub(crate) version: u32,
+/// A call on its way out, its body already encoded.
+#[derive(Debug, Serialize)]
+pub(crate) struct CallOut {
+    pub(crate) id: u64,
     pub(crate) deadline: u64,
-    pub(crate) body: &'a T,
+    pub(crate) body: Box<RawValue>,
+}
+
+impl CallOut {
+    /// Its bytes in a request message, at most.
+    pub(crate) fn size(&self) -> usize {
+        self.body.get().len() + CALL_ROOM
+    }
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    version: u32,
+    calls: &'a [&'a CallOut],
+}
+
+/// One request message carrying `calls`.
+pub(crate) fn encode_calls(calls: &[&CallOut]) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&MessageOut {
+        version: VERSION,
+        calls,
+    })
 }
 
 #[derive(Deserialize)]
-struct RequestIn<T> {
+struct MessageIn<'a> {
     version: u32,
+    #[serde(borrow)]
+    calls: Vec<CallIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CallIn<'a> {
+    id: u64,
     deadline: u64,
-    body: T,
+    #[serde(borrow)]
+    body: &'a RawValue,
 }
 
 /// Just the version, to tell a newer peer from a broken one.
@@ -48,26 +90,42 @@ struct Head {
     version: u32,
 }
 
-/// What a received request turned out to be.
+/// One call of a received request message.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Call<T> {
+    pub(crate) id: u64,
+    pub(crate) deadline: u64,
+    /// The request, or why its body does not decode (that call alone is refused).
+    pub(crate) body: Result<T, String>,
+}
+
+/// What a received request message turned out to be.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Decoded<T> {
-    /// A request this build understands.
-    Request { deadline: u64, body: T },
-    /// A request of another protocol version.
+    /// Calls of this version.
+    Calls(Vec<Call<T>>),
+    /// A message of another protocol version.
     Unsupported(u32),
-    /// Not a request at all, or a body that does not decode.
+    /// Not a request message at all.
     Malformed(String),
 }
 
-/// Decodes a request: one parse when it is well formed, a second one only to
-/// tell why it is not.
-pub(crate) fn decode_request<T: DeserializeOwned>(bytes: &[u8]) -> Decoded<T> {
-    match serde_json::from_slice::<RequestIn<T>>(bytes) {
-        Ok(request) if request.version == VERSION => Decoded::Request {
-            deadline: request.deadline,
-            body: request.body,
-        },
-        Ok(request) => Decoded::Unsupported(request.version),
+/// Decodes a request message: one parse when it is well formed, a second one
+/// only to tell why it is not.
+pub(crate) fn decode_calls<T: DeserializeOwned>(bytes: &[u8]) -> Decoded<T> {
+    match serde_json::from_slice::<MessageIn>(bytes) {
+        Ok(message) if message.version == VERSION => Decoded::Calls(
+            message
+                .calls
+                .into_iter()
+                .map(|call| Call {
+                    id: call.id,
+                    deadline: call.deadline,
+                    body: serde_json::from_str(call.body.get()).map_err(|err| err.to_string()),
+                })
+                .collect(),
+        ),
+        Ok(message) => Decoded::Unsupported(message.version),
         Err(err) => match serde_json::from_slice::<Head>(bytes) {
             Ok(head) if head.version != VERSION => Decoded::Unsupported(head.version),
             _ => Decoded::Malformed(err.to_string()),
@@ -75,7 +133,8 @@ pub(crate) fn decode_request<T: DeserializeOwned>(bytes: &[u8]) -> Decoded<T> {
     }
 }
 
-/// A reply: the answer, or why the request was refused.
+/// A reply to one call: the answer, or why the call was refused. Also, as
+/// `Error`, the refusal of a whole request message.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Reply<R> {
@@ -102,6 +161,104 @@ impl Refusal {
             detail,
             version: VERSION,
         }
+    }
+}
+
+#[derive(Serialize)]
+struct AnswerOut<'a, R> {
+    id: u64,
+    reply: &'a Reply<R>,
+}
+
+/// One answer as it goes in a reply message.
+pub(crate) fn encode_answer<R: Serialize>(
+    id: u64,
+    reply: &Reply<R>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&AnswerOut { id, reply })
+}
+
+/// Answers gathered into one reply message.
+#[derive(Debug)]
+pub(crate) struct Pack {
+    bytes: Vec<u8>,
+    answers: usize,
+}
+
+const PACK_OPEN: &[u8] = br#"{"replies":["#;
+const PACK_CLOSE: &[u8] = b"]}";
+
+impl Pack {
+    /// A reply message with no answer yet.
+    pub(crate) fn new() -> Pack {
+        Pack {
+            bytes: PACK_OPEN.to_vec(),
+            answers: 0,
+        }
+    }
+
+    /// Adds an answer made by [`encode_answer`].
+    pub(crate) fn push(&mut self, answer: &[u8]) {
+        if self.answers > 0 {
+            self.bytes.push(b',');
+        }
+        self.bytes.extend_from_slice(answer);
+        self.answers += 1;
+    }
+
+    /// How many answers it holds.
+    pub(crate) fn answers(&self) -> usize {
+        self.answers
+    }
+
+    /// Its size once finished, with `answer` added.
+    pub(crate) fn size_with(&self, answer: &[u8]) -> usize {
+        self.bytes.len() + 1 + answer.len() + PACK_CLOSE.len()
+    }
+
+    /// The reply message.
+    pub(crate) fn finish(mut self) -> Bytes {
+        self.bytes.extend_from_slice(PACK_CLOSE);
+        Bytes::from(self.bytes)
+    }
+}
+
+#[derive(Deserialize)]
+struct ReplyIn<'a> {
+    #[serde(borrow, default)]
+    replies: Option<Vec<AnswerIn<'a>>>,
+    #[serde(default)]
+    error: Option<Refusal>,
+}
+
+#[derive(Deserialize)]
+struct AnswerIn<'a> {
+    id: u64,
+    #[serde(borrow)]
+    reply: &'a RawValue,
+}
+
+/// What a received reply message holds.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Answers {
+    /// Each call's reply, a [`Reply`] as JSON (a slice of the message), by id.
+    Each(Vec<(u64, Bytes)>),
+    /// Every call of the request message was refused.
+    Refused(Refusal),
+}
+
+/// Decodes a reply message.
+pub(crate) fn decode_answers(bytes: &Bytes) -> Result<Answers, String> {
+    let reply: ReplyIn = serde_json::from_slice(bytes).map_err(|err| err.to_string())?;
+    match (reply.replies, reply.error) {
+        (Some(answers), None) => Ok(Answers::Each(
+            answers
+                .into_iter()
+                .map(|answer| (answer.id, bytes.slice_ref(answer.reply.get().as_bytes())))
+                .collect(),
+        )),
+        (None, Some(refusal)) => Ok(Answers::Refused(refusal)),
+        _ => Err("a reply holds either replies or an error".to_owned()),
     }
 }
 
@@ -199,61 +356,133 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn a_request_round_trips() {
-        let bytes = serde_json::to_vec(&RequestOut {
-            version: VERSION,
+    fn call(id: u64, body: serde_json::Value) -> CallOut {
+        CallOut {
+            id,
             deadline: 42,
-            body: &json!({"name": "a"}),
-        })
-        .unwrap();
-        assert_eq!(
-            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
-            json!({"version": 1, "deadline": 42, "body": {"name": "a"}})
-        );
-        assert_eq!(
-            decode_request::<serde_json::Value>(&bytes),
-            Decoded::Request {
-                deadline: 42,
-                body: json!({"name": "a"})
-            }
-        );
-    }
-
-    #[test]
-    fn another_version_is_unsupported_whatever_its_body() {
-        let newer = br#"{"version":2,"deadline":1,"body":{"shape":"new"}}"#;
-        assert_eq!(decode_request::<u32>(newer), Decoded::Unsupported(2));
-        let older = br#"{"version":0,"deadline":1,"body":7}"#;
-        assert_eq!(decode_request::<u32>(older), Decoded::Unsupported(0));
-    }
-
-    #[test]
-    fn garbage_or_a_wrong_body_is_malformed() {
-        for bad in [
-            &b"not json"[..],
-            br#"{"version":1,"deadline":1,"body":"text"}"#,
-            br#"{"deadline":1,"body":7}"#,
-        ] {
-            assert!(
-                matches!(decode_request::<u32>(bad), Decoded::Malformed(_)),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            body: serde_json::value::to_raw_value(&body).unwrap(),
         }
     }
 
     #[test]
-    fn replies_are_ok_or_error() {
-        let ok = serde_json::to_value(Reply::Ok(&7)).unwrap();
-        assert_eq!(ok, json!({"ok": 7}));
-        let refused: Reply<u32> = Reply::Error(Refusal::new("bad_request", "x".to_owned()));
+    fn calls_round_trip_in_one_message() {
+        let (a, b) = (call(1, json!({"name": "a"})), call(2, json!("b")));
+        let bytes = encode_calls(&[&a, &b]).unwrap();
         assert_eq!(
-            serde_json::to_value(&refused).unwrap(),
-            json!({"error": {"code": "bad_request", "detail": "x", "version": 1}})
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            json!({"version": 2, "calls": [
+                {"id": 1, "deadline": 42, "body": {"name": "a"}},
+                {"id": 2, "deadline": 42, "body": "b"}
+            ]})
         );
-        let unit: Reply<()> = serde_json::from_value(json!({"ok": null})).unwrap();
-        assert!(matches!(unit, Reply::Ok(())));
+        assert!(bytes.len() <= MESSAGE_ROOM + a.size() + b.size());
+        assert_eq!(
+            decode_calls::<serde_json::Value>(&bytes),
+            Decoded::Calls(vec![
+                Call {
+                    id: 1,
+                    deadline: 42,
+                    body: Ok(json!({"name": "a"}))
+                },
+                Call {
+                    id: 2,
+                    deadline: 42,
+                    body: Ok(json!("b"))
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn the_room_kept_per_call_fits_the_largest_numbers() {
+        let widest = CallOut {
+            id: u64::MAX,
+            deadline: u64::MAX,
+            body: serde_json::value::to_raw_value(&0).unwrap(),
+        };
+        let bytes = encode_calls(&[&widest]).unwrap();
+        assert!(
+            bytes.len() <= MESSAGE_ROOM + widest.size(),
+            "{}",
+            bytes.len()
+        );
+    }
+
+    #[test]
+    fn another_version_is_unsupported_whatever_its_shape() {
+        let newer = br#"{"version":3,"calls":[{"shape":"new"}]}"#;
+        assert_eq!(decode_calls::<u32>(newer), Decoded::Unsupported(3));
+        let older = br#"{"version":1,"deadline":1,"body":7}"#;
+        assert_eq!(decode_calls::<u32>(older), Decoded::Unsupported(1));
+    }
+
+    #[test]
+    fn garbage_is_malformed_and_a_wrong_body_fails_its_call_alone() {
+        for bad in [
+            &b"not json"[..],
+            br#"{"deadline":1,"calls":[]}"#,
+            br#"{"version":2,"calls":[{"id":1,"body":7}]}"#,
+        ] {
+            assert!(
+                matches!(decode_calls::<u32>(bad), Decoded::Malformed(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mixed = br#"{"version":2,"calls":[{"id":1,"deadline":5,"body":"text"},
+            {"id":2,"deadline":5,"body":7}]}"#;
+        let Decoded::Calls(calls) = decode_calls::<u32>(mixed) else {
+            panic!("not decoded as calls");
+        };
+        assert!(calls[0].body.is_err());
+        assert_eq!(calls[1].body, Ok(7));
+    }
+
+    #[test]
+    fn answers_pack_into_one_reply_and_come_apart_by_id() {
+        let mut pack = Pack::new();
+        let first = encode_answer(7, &Reply::Ok(&"seven")).unwrap();
+        let refusal: Reply<()> = Reply::Error(Refusal::new("bad_request", "x".to_owned()));
+        let second = encode_answer(9, &refusal).unwrap();
+        let expected = pack.size_with(&first);
+        pack.push(&first);
+        assert_eq!(pack.answers(), 1);
+        let size = pack.size_with(&second);
+        pack.push(&second);
+        let bytes = pack.finish();
+        assert_eq!(bytes.len(), size);
+        assert!(expected < size);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            json!({"replies": [
+                {"id": 7, "reply": {"ok": "seven"}},
+                {"id": 9, "reply": {"error": {"code": "bad_request", "detail": "x", "version": 2}}}
+            ]})
+        );
+        let Ok(Answers::Each(answers)) = decode_answers(&bytes) else {
+            panic!("not decoded as answers");
+        };
+        assert_eq!(answers[0], (7, Bytes::from_static(br#"{"ok":"seven"}"#)));
+        assert_eq!(answers[1].0, 9);
+        let seven: Reply<String> = serde_json::from_slice(&answers[0].1).unwrap();
+        assert!(matches!(seven, Reply::Ok(text) if text == "seven"));
+    }
+
+    #[test]
+    fn a_refused_message_and_garbage_are_told_apart() {
+        let refused: Reply<()> = Reply::Error(Refusal::new("unsupported_version", "v".to_owned()));
+        let bytes = Bytes::from(serde_json::to_vec(&refused).unwrap());
+        assert_eq!(
+            decode_answers(&bytes),
+            Ok(Answers::Refused(Refusal::new(
+                "unsupported_version",
+                "v".to_owned()
+            )))
+        );
+        for bad in [&b"{not json"[..], b"{}"] {
+            let bad = Bytes::copy_from_slice(bad);
+            assert!(decode_answers(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
