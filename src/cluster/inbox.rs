@@ -45,13 +45,16 @@ pub(super) enum Content {
 }
 
 /// The reply subjects of one node's calls.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Inbox {
     /// The subject prefix, once the wildcard subscription is up.
     prefix: OnceCell<String>,
     state: Mutex<State>,
     /// Call ids and batch numbers, from one counter.
     next: AtomicU64,
+    /// Where the batch number of each reply message goes, for the sender to
+    /// know that the message got its first reply.
+    replied: mpsc::UnboundedSender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +75,18 @@ struct Waiting {
 }
 
 impl Inbox {
+    /// An inbox, and the batch numbers of the reply messages it will receive.
+    pub(super) fn new() -> (Arc<Inbox>, mpsc::UnboundedReceiver<u64>) {
+        let (replied, replies) = mpsc::unbounded_channel();
+        let inbox = Inbox {
+            prefix: OnceCell::new(),
+            state: Mutex::default(),
+            next: AtomicU64::new(0),
+            replied,
+        };
+        (Arc::new(inbox), replies)
+    }
+
     /// Registers a call: its id, and the stream of what comes for it.
     ///
     /// The first call subscribes; a later call's publish follows that
@@ -98,9 +113,9 @@ impl Inbox {
         })
     }
 
-    /// The reply subject of a request message carrying the calls `ids`, or
-    /// `None` when none of them waits any more (nothing to send).
-    pub(super) fn seal(&self, ids: impl IntoIterator<Item = u64>) -> Option<String> {
+    /// The batch number and reply subject of a request message carrying the
+    /// calls `ids`, or `None` when none of them waits any more (nothing to send).
+    pub(super) fn seal(&self, ids: impl IntoIterator<Item = u64>) -> Option<(u64, String)> {
         let prefix = self.prefix.get()?;
         let batch = self.next.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state();
@@ -115,7 +130,7 @@ impl Inbox {
             return None;
         }
         state.batches.insert(batch, sealed);
-        Some(format!("{prefix}.{batch}"))
+        Some((batch, format!("{prefix}.{batch}")))
     }
 
     /// Tells every call of the request message `subject` that it was not sent.
@@ -131,6 +146,9 @@ impl Inbox {
         let Some((batch, chunked)) = self.tokens(&message.subject) else {
             return;
         };
+        if chunked.is_none() {
+            let _ = self.replied.send(batch);
+        }
         let node = header(&message, NODE_HEADER).map(str::to_owned);
         if message.status == Some(StatusCode::NO_RESPONDERS) {
             self.to_batch(batch, node, || Content::NoResponders);

@@ -128,14 +128,14 @@ impl Rpc {
     /// The transport of node `node_id` in cluster `cluster_name`; starts the
     /// task that sends its calls.
     pub fn new(broker: &Broker, cluster_name: &str, node_id: &str) -> Rpc {
-        let inbox = Arc::<Inbox>::default();
+        let (inbox, replied) = Inbox::new();
         Rpc {
             shared: Arc::new(Shared {
                 broker: broker.clone(),
                 prefix: format!("tcphub.{cluster_name}."),
                 node_id: node_id.to_owned(),
                 stats: Arc::default(),
-                outgoing: Outgoing::start(broker.clone(), Arc::clone(&inbox)),
+                outgoing: Outgoing::start(broker.clone(), Arc::clone(&inbox), replied),
                 inbox,
             }),
         }
@@ -409,36 +409,37 @@ impl<Req: DeserializeOwned> Server<Req> {
         if Pack::new().size_with(&answer) > max {
             return reply.send_encoded(answer, None).await;
         }
-        let at = match self.packs.iter().position(|(subject, _)| *subject == to) {
-            Some(at) => at,
-            None => {
-                self.packs.push((to.clone(), Pack::new()));
-                self.packs.len() - 1
-            }
-        };
-        let pack = &mut self.packs[at].1;
-        if pack.size_with(&answer) > max {
-            let full = std::mem::replace(pack, Pack::new());
+        let at = self.pack_for(&to);
+        if self.packs[at].1.size_with(&answer) > max {
+            let full = std::mem::replace(&mut self.packs[at].1, Pack::new());
             self.rpc
                 .publish(to.clone(), self.sign, full.finish())
                 .await?;
         }
-        let pack = &mut self.packs[at].1;
-        pack.push(&answer);
-        if pack.answers() >= MAX_PACKED {
-            let full = std::mem::replace(pack, Pack::new());
+        self.packs[at].1.push(&answer);
+        if self.packs[at].1.answers() >= MAX_PACKED {
+            let (to, full) = self.packs.swap_remove(at);
             self.rpc.publish(to, self.sign, full.finish()).await?;
         }
         Ok(())
     }
 
-    /// Sends every packed answer.
+    /// The index of the reply message for `to`, opened if there is none.
+    fn pack_for(&mut self, to: &Subject) -> usize {
+        match self.packs.iter().position(|(subject, _)| subject == to) {
+            Some(at) => at,
+            None => {
+                self.packs.push((to.clone(), Pack::new()));
+                self.packs.len() - 1
+            }
+        }
+    }
+
+    /// Sends every reply message opened since the last time, even one with no
+    /// answer: the asker holds its next calls to this node until it hears.
     async fn flush(&mut self) {
         let rpc = self.rpc.clone();
         for (to, pack) in self.packs.drain(..) {
-            if pack.answers() == 0 {
-                continue;
-            }
             if let Err(err) = rpc.publish(to, self.sign, pack.finish()).await {
                 debug!(%err, "answers not sent");
             }
@@ -464,6 +465,9 @@ impl<Req: DeserializeOwned> Server<Req> {
                 return;
             }
         };
+        if let Some(to) = &to {
+            self.pack_for(to);
+        }
         let now = SystemTime::now();
         for call in calls {
             let deadline = UNIX_EPOCH + Duration::from_millis(call.deadline);

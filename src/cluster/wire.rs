@@ -6,7 +6,9 @@
 //!
 //! Calls and answers travel in batches because under load the broker, and
 //! each node's side of it, then handle one message for many calls, not one
-//! for each; a call made alone goes alone, at once.
+//! for each; a call made alone goes alone, at once. A node replies to every
+//! request message as soon as it has taken it (with the answers ready by
+//! then, possibly none): its asker holds further calls to it until then.
 //!
 //! Request: `{"version":2,"calls":[{"id":<u64>,"deadline":<ms since epoch>,"body":<request>},...]}`,
 //! with a reply subject. Reply, to that subject:
