@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use async_nats::{Client, Message, StatusCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use super::wire::{self, Answers, Assembly, CHUNK_HEADER, NODE_HEADER, Refusal};
 
@@ -67,7 +67,7 @@ struct State {
 
 #[derive(Debug)]
 struct Waiting {
-    sender: mpsc::UnboundedSender<Arrival>,
+    deliver: Deliver,
     /// The request message it went in, once sent.
     batch: Option<u64>,
     /// Its answer, when that comes in chunks.
@@ -87,28 +87,40 @@ impl Inbox {
         (Arc::new(inbox), replies)
     }
 
-    /// Registers a call: its id, and the stream of what comes for it.
+    /// Registers a call that `expects` one reply or many (one per node):
+    /// its id, and what comes for it.
     ///
     /// The first call subscribes; a later call's publish follows that
     /// subscription on the same connection, so no answer can come before it.
     pub(super) async fn open(
         self: &Arc<Inbox>,
         client: &Client,
+        expects: Expects,
     ) -> Result<Replies, async_nats::SubscribeError> {
         self.prefix
             .get_or_try_init(|| subscribe(Arc::downgrade(self), client))
             .await?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (sender, receiver) = mpsc::unbounded_channel();
+        // Most calls want one reply: a oneshot costs far less than a channel.
+        let (deliver, receive) = match expects {
+            Expects::One => {
+                let (sender, receiver) = oneshot::channel();
+                (Deliver::One(Some(sender)), Receive::One(Some(receiver)))
+            }
+            Expects::Many => {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                (Deliver::Many(sender), Receive::Many(receiver))
+            }
+        };
         let waiting = Waiting {
-            sender,
+            deliver,
             batch: None,
             chunks: Assembly::default(),
         };
         self.state().calls.insert(id, waiting);
         Ok(Replies {
             id,
-            receiver,
+            receive,
             inbox: Arc::clone(self),
         })
     }
@@ -168,7 +180,7 @@ impl Inbox {
                     Some(Ok(whole)) => whole,
                     Some(Err(detail)) => {
                         let content = Content::Unreadable(detail);
-                        let _ = waiting.sender.send(Arrival { node, content });
+                        waiting.deliver.send(Arrival { node, content });
                         return;
                     }
                 }
@@ -176,15 +188,15 @@ impl Inbox {
         };
         match wire::decode_answers(&whole) {
             Ok(Answers::Each(replies)) => {
-                let state = self.state();
+                let mut state = self.state();
                 for (id, reply) in replies {
                     // Only a call of the message answered: never another's by mistake.
-                    if let Some(waiting) = state.calls.get(&id)
+                    if let Some(waiting) = state.calls.get_mut(&id)
                         && waiting.batch == Some(batch)
                     {
                         let node = node.clone();
                         let content = Content::Reply(reply);
-                        let _ = waiting.sender.send(Arrival { node, content });
+                        waiting.deliver.send(Arrival { node, content });
                     }
                 }
             }
@@ -197,15 +209,16 @@ impl Inbox {
 
     /// Gives each waiting call of request message `batch` what `content` makes.
     fn to_batch(&self, batch: u64, node: Option<String>, content: impl Fn() -> Content) {
-        let state = self.state();
-        let Some(ids) = state.batches.get(&batch) else {
+        let mut state = self.state();
+        let State { calls, batches } = &mut *state;
+        let Some(ids) = batches.get(&batch) else {
             return;
         };
         for id in ids {
-            if let Some(waiting) = state.calls.get(id) {
+            if let Some(waiting) = calls.get_mut(id) {
                 let node = node.clone();
                 let content = content();
-                let _ = waiting.sender.send(Arrival { node, content });
+                waiting.deliver.send(Arrival { node, content });
             }
         }
     }
@@ -272,11 +285,49 @@ fn header<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
         .map(|value| value.as_str())
 }
 
+/// How many replies a call waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expects {
+    /// One: a call to one node.
+    One,
+    /// Any number: a call to every node.
+    Many,
+}
+
+/// Where a call's arrivals go.
+#[derive(Debug)]
+enum Deliver {
+    /// The first one only.
+    One(Option<oneshot::Sender<Arrival>>),
+    Many(mpsc::UnboundedSender<Arrival>),
+}
+
+impl Deliver {
+    fn send(&mut self, arrival: Arrival) {
+        match self {
+            Deliver::One(sender) => {
+                if let Some(sender) = sender.take() {
+                    let _ = sender.send(arrival);
+                }
+            }
+            Deliver::Many(sender) => {
+                let _ = sender.send(arrival);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Receive {
+    One(Option<oneshot::Receiver<Arrival>>),
+    Many(mpsc::UnboundedReceiver<Arrival>),
+}
+
 /// What comes for one call, in order of arrival; the call is forgotten when dropped.
 #[derive(Debug)]
 pub(super) struct Replies {
     id: u64,
-    receiver: mpsc::UnboundedReceiver<Arrival>,
+    receive: Receive,
     inbox: Arc<Inbox>,
 }
 
@@ -286,9 +337,13 @@ impl Replies {
         self.id
     }
 
-    /// The next arrival; `None` once the connection is gone.
+    /// The next arrival; `None` once the connection is gone (or, for a call
+    /// that expects one reply, after it).
     pub(super) async fn next(&mut self) -> Option<Arrival> {
-        self.receiver.recv().await
+        match &mut self.receive {
+            Receive::One(receiver) => receiver.take()?.await.ok(),
+            Receive::Many(receiver) => receiver.recv().await,
+        }
     }
 }
 

@@ -7,15 +7,18 @@
 //! message as soon as it has taken it, with the answers ready by then) and
 //! then go together, the way Nagle's algorithm holds back small TCP segments.
 //! Under load a message thus carries the calls of one round trip, and the
-//! broker and the answering node wake once for all of them. A subject whose
-//! message gets no reply within [`STALL`] (a node paused, or gone without the
-//! broker noticing yet) is not waited for any longer.
+//! broker and the answering node wake once for all of them; so does the
+//! sending task, which a call waiting behind a message in flight does not
+//! wake. A subject whose message gets no reply within [`STALL`] (a node
+//! paused, or gone without the broker noticing yet) is not waited for any
+//! longer.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::broker::Broker;
@@ -29,17 +32,28 @@ const MAX_CALLS: usize = 256;
 /// flight before they go anyway.
 const STALL: Duration = Duration::from_millis(5);
 
-/// A call and the subject it goes to.
-#[derive(Debug)]
-struct Queued {
-    subject: String,
-    call: CallOut,
-}
-
-/// The queue of calls to send; sends nothing once every handle is dropped.
+/// The calls to send, shared by the callers and the sending task, which ends
+/// when this is dropped.
 #[derive(Debug)]
 pub(super) struct Outgoing {
-    queue: mpsc::UnboundedSender<Queued>,
+    queue: Arc<Queue>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    subjects: Mutex<HashMap<String, Subject>>,
+    /// Wakes the sending task: a subject has calls and nothing in flight, or
+    /// the queue is closed.
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Subject {
+    waiting: Vec<CallOut>,
+    /// Since when a message is in flight (being sent, or sent and not replied
+    /// to), and its batch number once sent.
+    in_flight: Option<(Instant, Option<u64>)>,
 }
 
 impl Outgoing {
@@ -51,23 +65,78 @@ impl Outgoing {
         inbox: Arc<Inbox>,
         replied: mpsc::UnboundedReceiver<u64>,
     ) -> Outgoing {
-        let (queue, calls) = mpsc::unbounded_channel();
-        let sender = Sender {
-            broker,
-            inbox,
-            subjects: HashMap::new(),
-            in_flight: HashMap::new(),
-        };
-        tokio::spawn(sender.run(calls, replied));
+        let queue = Arc::<Queue>::default();
+        tokio::spawn(send_all(Arc::clone(&queue), broker, inbox, replied));
         Outgoing { queue }
     }
 
-    /// Queues `call` for `subject`; an error only when the sending task has
-    /// ended (the runtime is shutting down).
-    pub(super) fn push(&self, subject: String, call: CallOut) -> Result<(), String> {
-        self.queue
-            .send(Queued { subject, call })
-            .map_err(|_| "the call queue is closed".to_owned())
+    /// Queues `call` for `subject`.
+    pub(super) fn push(&self, subject: String, call: CallOut) {
+        let mut subjects = self.queue.subjects();
+        let queued = subjects.entry(subject).or_default();
+        queued.waiting.push(call);
+        let first = queued.in_flight.is_none() && queued.waiting.len() == 1;
+        drop(subjects);
+        if first {
+            self.queue.ready.notify_one();
+        }
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Release);
+        self.queue.ready.notify_one();
+    }
+}
+
+impl Queue {
+    fn subjects(&self) -> MutexGuard<'_, HashMap<String, Subject>> {
+        self.subjects.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the calls of every subject with nothing in flight, marking each
+    /// in flight from now.
+    fn take_sendable(&self) -> Vec<(String, Vec<CallOut>)> {
+        let now = Instant::now();
+        let mut subjects = self.subjects();
+        let mut sendable = Vec::new();
+        for (name, subject) in subjects.iter_mut() {
+            if subject.in_flight.is_none() && !subject.waiting.is_empty() {
+                subject.in_flight = Some((now, None));
+                sendable.push((name.clone(), std::mem::take(&mut subject.waiting)));
+            }
+        }
+        sendable
+    }
+
+    /// Records what went to `name`: the batch number of its last message, or
+    /// `None` when nothing went (then nothing is in flight).
+    fn sent(&self, name: &str, batch: Option<u64>) {
+        let mut subjects = self.subjects();
+        if let Some(subject) = subjects.get_mut(name) {
+            subject.in_flight = batch.map(|batch| (Instant::now(), Some(batch)));
+        }
+    }
+
+    /// The subjects whose message in flight is `landed` (it got a reply) or
+    /// has stalled may send again; subjects with nothing left are dropped.
+    /// When the next one stalls.
+    fn land(&self, landed: &[u64]) -> Option<Instant> {
+        let now = Instant::now();
+        let mut subjects = self.subjects();
+        for subject in subjects.values_mut() {
+            if let Some((since, batch)) = subject.in_flight
+                && (batch.is_some_and(|batch| landed.contains(&batch)) || since + STALL <= now)
+            {
+                subject.in_flight = None;
+            }
+        }
+        subjects.retain(|_, subject| subject.in_flight.is_some() || !subject.waiting.is_empty());
+        subjects
+            .values()
+            .filter_map(|subject| subject.in_flight.map(|(since, _)| since + STALL))
+            .min()
     }
 }
 
@@ -76,101 +145,44 @@ pub(super) fn max_message(broker: &Broker) -> usize {
     broker.client().max_payload().saturating_sub(HEADER_ROOM)
 }
 
-struct Sender {
+/// Sends what the queue holds, whenever a subject may send, until the queue
+/// is closed or the inbox is gone.
+async fn send_all(
+    queue: Arc<Queue>,
     broker: Broker,
     inbox: Arc<Inbox>,
-    /// The subjects with calls waiting or a message in flight.
-    subjects: HashMap<String, Subject>,
-    /// The subject of each message in flight, by batch number.
-    in_flight: HashMap<u64, String>,
-}
-
-#[derive(Default)]
-struct Subject {
-    waiting: Vec<CallOut>,
-    /// The message in flight, and when it went.
-    in_flight: Option<(u64, Instant)>,
-}
-
-impl Sender {
-    async fn run(
-        mut self,
-        mut calls: mpsc::UnboundedReceiver<Queued>,
-        mut replied: mpsc::UnboundedReceiver<u64>,
-    ) {
-        let (mut queued, mut batches) = (Vec::new(), Vec::new());
+    mut replied: mpsc::UnboundedReceiver<u64>,
+) {
+    let mut landed = Vec::new();
+    let mut stalls_at = None;
+    while !queue.closed.load(Ordering::Acquire) {
+        tokio::select! {
+            () = queue.ready.notified() => {}
+            taken = replied.recv_many(&mut landed, MAX_CALLS) => {
+                if taken == 0 {
+                    return;
+                }
+            }
+            () = sleep_until(stalls_at) => {}
+        }
+        stalls_at = queue.land(&landed);
+        landed.clear();
+        // Calls queued while a send failed find their subject free: another round.
         loop {
-            let stalled_at = self
-                .subjects
-                .values()
-                .filter_map(|subject| subject.in_flight.map(|(_, sent)| sent + STALL))
-                .min();
-            tokio::select! {
-                taken = calls.recv_many(&mut queued, MAX_CALLS) => {
-                    if taken == 0 {
-                        return; // every handle dropped
-                    }
-                    for Queued { subject, call } in queued.drain(..) {
-                        self.subjects.entry(subject).or_default().waiting.push(call);
-                    }
-                }
-                taken = replied.recv_many(&mut batches, MAX_CALLS) => {
-                    if taken == 0 {
-                        return; // the inbox is gone
-                    }
-                    for batch in batches.drain(..) {
-                        self.landed(batch);
-                    }
-                }
-                () = sleep_until(stalled_at) => {
-                    let now = Instant::now();
-                    let stalled: Vec<u64> = self
-                        .subjects
-                        .values()
-                        .filter_map(|subject| subject.in_flight)
-                        .filter(|(_, sent)| *sent + STALL <= now)
-                        .map(|(batch, _)| batch)
-                        .collect();
-                    for batch in stalled {
-                        self.landed(batch);
-                    }
-                }
+            let sendable = queue.take_sendable();
+            if sendable.is_empty() {
+                break;
             }
-            self.send_waiting().await;
-        }
-    }
-
-    /// The message `batch` got a reply (or is not waited for any longer):
-    /// its subject may send again.
-    fn landed(&mut self, batch: u64) {
-        if let Some(name) = self.in_flight.remove(&batch)
-            && let Some(subject) = self.subjects.get_mut(&name)
-        {
-            subject.in_flight = None;
-        }
-    }
-
-    /// Sends the waiting calls of every subject with no message in flight.
-    async fn send_waiting(&mut self) {
-        let max = max_message(&self.broker);
-        for (name, subject) in &mut self.subjects {
-            if subject.in_flight.is_some() || subject.waiting.is_empty() {
-                continue;
-            }
-            let calls = std::mem::take(&mut subject.waiting);
-            let mut last = None;
-            for message in messages(&calls, max) {
-                last = send(&self.broker, &self.inbox, name, message)
-                    .await
-                    .or(last);
-            }
-            if let Some(batch) = last {
-                subject.in_flight = Some((batch, Instant::now()));
-                self.in_flight.insert(batch, name.clone());
+            let max = max_message(&broker);
+            for (name, calls) in sendable {
+                let mut last = None;
+                for message in messages(&calls, max) {
+                    last = send(&broker, &inbox, &name, message).await.or(last);
+                }
+                queue.sent(&name, last);
+                stalls_at = stalls_at.or(last.map(|_| Instant::now() + STALL));
             }
         }
-        self.subjects
-            .retain(|_, subject| subject.in_flight.is_some() || !subject.waiting.is_empty());
     }
 }
 

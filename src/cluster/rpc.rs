@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 
 use super::broker::{Broker, BrokerState};
 use super::epoch_millis;
-use super::inbox::{Arrival, Content, Inbox, Replies};
+use super::inbox::{Arrival, Content, Expects, Inbox, Replies};
 use super::outgoing::{self, Outgoing};
 use super::wire::{
     self, CALL_ROOM, CHUNK_HEADER, CallOut, Decoded, MESSAGE_ROOM, NODE_HEADER, Pack, Reply,
@@ -159,7 +159,7 @@ impl Rpc {
     {
         let subject = self.node_subject(node_id)?;
         let deadline = Instant::now() + timeout;
-        let mut replies = self.send(subject, request, deadline).await?;
+        let mut replies = self.send(subject, request, deadline, Expects::One).await?;
         let wait = async {
             match replies.next().await {
                 Some(arrival) => match arrival.content {
@@ -192,7 +192,7 @@ impl Rpc {
         Resp: DeserializeOwned,
     {
         let subject = self.all_subject(verb)?;
-        let mut replies = self.send(subject, request, deadline).await?;
+        let mut replies = self.send(subject, request, deadline, Expects::Many).await?;
         let mut waiting: HashSet<&str> = expected.iter().map(String::as_str).collect();
         let mut answered = HashSet::new();
         let mut failed = BTreeSet::new();
@@ -281,6 +281,7 @@ impl Rpc {
         subject: String,
         request: &Req,
         deadline: Instant,
+        expects: Expects,
     ) -> Result<Replies, RpcError> {
         let shared = &self.shared;
         if shared.broker.state() == BrokerState::Disconnected {
@@ -301,7 +302,7 @@ impl Rpc {
         }
         let replies = shared
             .inbox
-            .open(shared.broker.client())
+            .open(shared.broker.client(), expects)
             .await
             .map_err(|err| RpcError::Broker(err.to_string()))?;
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -310,10 +311,7 @@ impl Rpc {
             deadline: epoch_millis(SystemTime::now() + remaining),
             body,
         };
-        shared
-            .outgoing
-            .push(subject, call)
-            .map_err(RpcError::Broker)?;
+        shared.outgoing.push(subject, call);
         Ok(replies)
     }
 
