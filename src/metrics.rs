@@ -172,6 +172,8 @@ pub struct Metrics {
     pub cluster_names_swept: Counter,
     /// Reconciliations with the cluster after the broker was out of reach.
     pub cluster_reconciliations: Counter,
+    /// Sessions whose claim of a name is being written to the name table.
+    pub cluster_claims_in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -222,6 +224,7 @@ impl Default for Metrics {
             cluster_sweeps: Counter::default(),
             cluster_names_swept: Counter::default(),
             cluster_reconciliations: Counter::default(),
+            cluster_claims_in_flight: Gauge::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -412,6 +415,11 @@ impl Default for Metrics {
             "cluster_reconciliations",
             "Reconciliations with the cluster after the broker was out of reach",
             m.cluster_reconciliations.clone(),
+        );
+        registry.register(
+            "cluster_claims_in_flight",
+            "In cluster mode, sessions whose claim of a name is being written to the name table",
+            m.cluster_claims_in_flight.clone(),
         );
         Metrics {
             registry,

@@ -210,6 +210,27 @@ async fn listings_page_through_every_node_once() {
     }
 }
 
+#[tokio::test]
+async fn a_claim_that_landed_leaves_nothing_in_flight() {
+    let server = NatsServer::start();
+    let [a, b, _c] = three_nodes(&server, Config::default()).await;
+    let in_flight = |hub: &TestHub| hub.registry.metrics().cluster_claims_in_flight.get();
+    // A first claim, a rename (a second claim of the session), and a takeover
+    // from another node: each has finished when its `welcome` comes.
+    let mut device = TestClient::synced(&a, "device-1").await;
+    assert_eq!(in_flight(&a), 0, "a first claim");
+    device.sync("device-2").await;
+    assert_eq!(in_flight(&a), 0, "a rename");
+    let _newer = TestClient::synced(&b, "device-2").await;
+    device.expect_bye("replaced").await;
+    assert_eq!((in_flight(&a), in_flight(&b)), (0, 0), "a takeover");
+    let exposed = b.metrics().await;
+    assert!(
+        exposed.contains("tcphub_cluster_claims_in_flight 0"),
+        "{exposed}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_newer_sync_on_another_node_replaces_the_older_one() {
     let server = NatsServer::start();

@@ -7,6 +7,7 @@
 //! node is told to close that session with `bye` `replaced`; under `reject`
 //! it is refused unless its holder's node is gone.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
@@ -15,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::calls::{NodeAnswer, NodeCall};
 use super::kv::KvError;
-use super::membership::{Membership, Owned, lock};
+use super::membership::{ClaimInFlight, Membership, Owned, lock};
 use super::names::{Claim, Holder};
 use super::rpc::RpcError;
 use crate::config::DuplicateNames;
@@ -35,7 +36,13 @@ impl Membership {
     ) -> Result<(), SyncError> {
         let session = client.session();
         let (done, finished) = oneshot::channel();
-        let previous = lock(&self.claims).insert(session, finished.shared());
+        let mine = finished.shared();
+        let previous = {
+            let mut claims = lock(&self.claims);
+            let previous = claims.insert(session, mine.clone());
+            self.count_claims(&claims);
+            previous
+        };
         if let Some(previous) = previous {
             let _ = previous.await;
         }
@@ -46,14 +53,23 @@ impl Membership {
         drop(slot);
         let _ = done.send(());
         lock(&self.superseded).remove(&session);
+        // The session's last claim is this one unless a newer claim of it
+        // came meanwhile (that one removes its own entry when it ends).
         let mut claims = lock(&self.claims);
-        if claims
-            .get(&session)
-            .is_some_and(|last| last.peek().is_some())
-        {
+        if claims.get(&session).is_some_and(|last| last.ptr_eq(&mine)) {
             claims.remove(&session);
+            self.count_claims(&claims);
         }
         outcome
+    }
+
+    /// Shows how many sessions have a claim in flight.
+    fn count_claims(&self, claims: &HashMap<u64, ClaimInFlight>) {
+        let in_flight = i64::try_from(claims.len()).unwrap_or(i64::MAX);
+        self.registry
+            .metrics()
+            .cluster_claims_in_flight
+            .set(in_flight);
     }
 
     async fn claim_in_turn(&self, client: &Arc<Client>, name: &str) -> Result<(), SyncError> {
