@@ -7,9 +7,7 @@
 //! every node (listings, broadcasts, group sends) arrive here too when this
 //! node asks them: one code path for the asker and the others.
 
-use std::future::poll_fn;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -31,45 +29,51 @@ pub(super) const ALL: &str = "call";
 pub(super) async fn start(membership: &Arc<Membership>) -> Result<(), RpcError> {
     let node_calls: Server<NodeCall> = membership.rpc.serve_node().await?;
     let all_calls: Server<AllCall> = membership.rpc.serve_all(ALL).await?;
-    tokio::spawn(serve(Arc::clone(membership), node_calls, answer_node_call));
-    tokio::spawn(serve(Arc::clone(membership), all_calls, answer_all_call));
+    tokio::spawn(serve(Arc::clone(membership), node_calls));
+    tokio::spawn(serve(Arc::clone(membership), all_calls));
     Ok(())
 }
 
-/// Answers each call of `server`: at once when the answer is ready at the
-/// first try (a send, a kick: most calls), packed with the other answers
-/// ready for the same asker; else in a task of its own, alone, so that an ack
-/// wait does not hold up the calls behind it.
-async fn serve<Req, Resp, Fut>(
-    membership: Arc<Membership>,
-    mut server: Server<Req>,
-    answer: fn(Arc<Membership>, Req) -> Fut,
-) where
-    Req: serde::de::DeserializeOwned + Send + 'static,
-    Resp: serde::Serialize + Send + Sync + 'static,
-    Fut: Future<Output = Resp> + Send + 'static,
+/// How one kind of call is answered: most at once, the others (an ack wait,
+/// a broker read, a delivery that runs off the runtime) by a task.
+trait Answered: Sized + Send + 'static {
+    type Answer: serde::Serialize + Send + Sync;
+
+    /// The answer when it is ready at once, else the call, for [`Answered::later`].
+    fn at_once(self, membership: &Membership) -> Result<Self::Answer, Self>;
+
+    /// The answer to a call that waits.
+    fn later(self, membership: Arc<Membership>) -> impl Future<Output = Self::Answer> + Send;
+}
+
+/// Answers each call of `server`: at once when it can be (a send, a kick:
+/// most calls), packed with the other answers ready for the same asker; else
+/// in a task of its own, alone, so that an ack wait does not hold up the
+/// calls behind it.
+async fn serve<Call>(membership: Arc<Membership>, mut server: Server<Call>)
+where
+    Call: Answered + serde::de::DeserializeOwned,
 {
     loop {
-        let incoming: Incoming<Req> = tokio::select! {
+        let Incoming { request, reply } = tokio::select! {
             () = membership.stop.cancelled() => return,
             next = server.next() => match next {
                 Some(incoming) => incoming,
                 None => return,
             },
         };
-        let mut answering = Box::pin(answer(Arc::clone(&membership), incoming.request));
-        // One poll: a ready answer goes out now, a waiting one to a task.
-        match poll_fn(|cx| Poll::Ready(answering.as_mut().poll(cx))).await {
-            Poll::Ready(response) => {
-                if incoming.reply.deadline() < SystemTime::now() {
+        match request.at_once(&membership) {
+            Ok(answer) => {
+                if reply.deadline() < SystemTime::now() {
                     continue; // the asker stopped waiting; what was done stays done
                 }
-                if let Err(err) = server.answer(incoming.reply, &response).await {
+                if let Err(err) = server.answer(reply, &answer).await {
                     debug!(%err, "answer not sent");
                 }
             }
-            Poll::Pending => {
-                tokio::spawn(async move { send_answer(incoming.reply, answering.await).await });
+            Err(call) => {
+                let membership = Arc::clone(&membership);
+                tokio::spawn(async move { send_answer(reply, call.later(membership).await).await });
             }
         }
     }
@@ -85,96 +89,113 @@ async fn send_answer<Resp: serde::Serialize>(reply: Replier, response: Resp) {
     }
 }
 
-async fn answer_node_call(membership: Arc<Membership>, call: NodeCall) -> NodeAnswer {
-    let registry = &membership.registry;
-    let node = &membership.node.id;
-    match call {
-        NodeCall::Ping => NodeAnswer::Done,
-        NodeCall::Get { name, session } => match registry.holder(&name, session) {
-            Some(client) => NodeAnswer::Client(ClientView::named(&client, Some(name.into()), node)),
-            None => NodeAnswer::NotFound,
-        },
-        NodeCall::Send {
-            name,
-            session,
-            message,
-        } => match registry.holder(&name, session) {
-            Some(client) => sent(registry.send_to_client(&client, &message)),
-            None => NodeAnswer::NotFound,
-        },
-        NodeCall::SendAwaitingAck {
-            name,
-            session,
-            message,
-            patience_ms,
-        } => {
-            let Some(client) = registry.holder(&name, session) else {
-                return NodeAnswer::NotFound;
-            };
-            let patience = Duration::from_millis(patience_ms);
-            await_ack(registry, &name, &client, &message, patience).await
-        }
-        NodeCall::Kick { name, session } => {
-            match registry.kick_holder(&name, Some(session), ByeReason::Kicked) {
-                Ok(()) => NodeAnswer::Done,
-                Err(_) => NodeAnswer::NotFound,
-            }
-        }
-        NodeCall::Replaced {
-            name,
-            session,
-            revision,
-        } => {
-            membership.replaced(&name, session, revision);
-            NodeAnswer::Done
-        }
-        NodeCall::SetGroups {
-            name,
-            session,
-            groups,
-        } => {
-            let Some(client) = registry.holder(&name, session) else {
-                return NodeAnswer::NotFound;
-            };
-            let changed = groups::parse_names(&groups)
-                .and_then(|set| registry.set_groups_for(&client, &GroupChange::Replace(set)));
-            match changed {
-                Ok(groups) => NodeAnswer::Groups {
-                    groups: groups.iter().map(|g| g.to_string()).collect(),
-                },
-                Err(GroupsError::NotFound) => NodeAnswer::NotFound,
-                Err(GroupsError::Invalid(detail) | GroupsError::Forbidden(detail)) => {
-                    NodeAnswer::InvalidGroups { detail }
+impl Answered for NodeCall {
+    type Answer = NodeAnswer;
+
+    fn at_once(self, membership: &Membership) -> Result<NodeAnswer, NodeCall> {
+        let registry = &membership.registry;
+        let node = &membership.node.id;
+        Ok(match self {
+            NodeCall::Ping => NodeAnswer::Done,
+            NodeCall::Get { name, session } => match registry.holder(&name, session) {
+                Some(client) => {
+                    NodeAnswer::Client(ClientView::named(&client, Some(name.into()), node))
+                }
+                None => NodeAnswer::NotFound,
+            },
+            NodeCall::Send {
+                name,
+                session,
+                message,
+            } => match registry.holder(&name, session) {
+                Some(client) => sent(registry.send_to_client(&client, &message)),
+                None => NodeAnswer::NotFound,
+            },
+            NodeCall::Kick { name, session } => {
+                match registry.kick_holder(&name, Some(session), ByeReason::Kicked) {
+                    Ok(()) => NodeAnswer::Done,
+                    Err(_) => NodeAnswer::NotFound,
                 }
             }
-        }
-        NodeCall::DeliverStored { name, session } => match registry.holder(&name, session) {
-            Some(client) => NodeAnswer::Delivered {
-                ids: membership.deliver(&client).await,
-            },
-            None => NodeAnswer::NotFound,
-        },
-        NodeCall::Bulk { items } => {
-            let registry = registry.clone();
-            let sent = tokio::task::spawn_blocking(move || {
-                registry
-                    .send_bulk(items.iter().map(|(names, message)| (&names[..], message)))
-                    .into_iter()
-                    .flat_map(|(id, deliveries)| {
-                        deliveries
-                            .into_iter()
-                            .map(move |delivery| (id.clone(), delivery.as_str().to_owned()))
-                    })
-                    .collect()
-            })
-            .await;
-            match sent {
-                Ok(results) => NodeAnswer::Bulk { results },
-                // Only a bug (a panic) ends the task early; the asker reports it.
-                Err(_) => NodeAnswer::Bulk {
-                    results: Vec::new(),
-                },
+            NodeCall::Replaced {
+                name,
+                session,
+                revision,
+            } => {
+                membership.replaced(&name, session, revision);
+                NodeAnswer::Done
             }
+            NodeCall::SetGroups {
+                name,
+                session,
+                groups,
+            } => {
+                let Some(client) = registry.holder(&name, session) else {
+                    return Ok(NodeAnswer::NotFound);
+                };
+                let changed = groups::parse_names(&groups)
+                    .and_then(|set| registry.set_groups_for(&client, &GroupChange::Replace(set)));
+                match changed {
+                    Ok(groups) => NodeAnswer::Groups {
+                        groups: groups.iter().map(|g| g.to_string()).collect(),
+                    },
+                    Err(GroupsError::NotFound) => NodeAnswer::NotFound,
+                    Err(GroupsError::Invalid(detail) | GroupsError::Forbidden(detail)) => {
+                        NodeAnswer::InvalidGroups { detail }
+                    }
+                }
+            }
+            waits @ (NodeCall::SendAwaitingAck { .. }
+            | NodeCall::DeliverStored { .. }
+            | NodeCall::Bulk { .. }) => return Err(waits),
+        })
+    }
+
+    async fn later(self, membership: Arc<Membership>) -> NodeAnswer {
+        let registry = &membership.registry;
+        match self {
+            NodeCall::SendAwaitingAck {
+                name,
+                session,
+                message,
+                patience_ms,
+            } => {
+                let Some(client) = registry.holder(&name, session) else {
+                    return NodeAnswer::NotFound;
+                };
+                let patience = Duration::from_millis(patience_ms);
+                await_ack(registry, &name, &client, &message, patience).await
+            }
+            NodeCall::DeliverStored { name, session } => match registry.holder(&name, session) {
+                Some(client) => NodeAnswer::Delivered {
+                    ids: membership.deliver(&client).await,
+                },
+                None => NodeAnswer::NotFound,
+            },
+            NodeCall::Bulk { items } => {
+                let registry = registry.clone();
+                let sent = tokio::task::spawn_blocking(move || {
+                    registry
+                        .send_bulk(items.iter().map(|(names, message)| (&names[..], message)))
+                        .into_iter()
+                        .flat_map(|(id, deliveries)| {
+                            deliveries
+                                .into_iter()
+                                .map(move |delivery| (id.clone(), delivery.as_str().to_owned()))
+                        })
+                        .collect()
+                })
+                .await;
+                match sent {
+                    Ok(results) => NodeAnswer::Bulk { results },
+                    // Only a bug (a panic) ends the task early; the asker reports it.
+                    Err(_) => NodeAnswer::Bulk {
+                        results: Vec::new(),
+                    },
+                }
+            }
+            // Answered at once, never here; answered all the same.
+            at_once => at_once.at_once(&membership).unwrap_or(NodeAnswer::NotFound),
         }
     }
 }
@@ -227,62 +248,80 @@ async fn await_ack(
     answer
 }
 
-async fn answer_all_call(membership: Arc<Membership>, call: AllCall) -> AllAnswer {
-    let registry = membership.registry.clone();
-    let node = membership.node.id.clone();
-    match call {
-        AllCall::List {
-            prefix,
-            named,
-            after,
-            want,
-        } => {
-            let query = ListQuery {
+impl Answered for AllCall {
+    type Answer = AllAnswer;
+
+    fn at_once(self, membership: &Membership) -> Result<AllAnswer, AllCall> {
+        let registry = &membership.registry;
+        let node = &membership.node.id;
+        Ok(match self {
+            AllCall::List {
                 prefix,
                 named,
-                after: None,
-                offset: 0,
-                limit: want,
-            };
-            let listing = crate::directory::local_page(&registry, &node, &query, after.as_ref());
-            AllAnswer::Clients {
-                total: listing.total,
-                sessions: listing.page.iter().map(|l| l.client.session()).collect(),
-                clients: listing
-                    .page
-                    .iter()
-                    .map(|listed| ClientView::listed(listed, &node))
-                    .collect(),
-                more: listing.more,
+                after,
+                want,
+            } => {
+                let query = ListQuery {
+                    prefix,
+                    named,
+                    after: None,
+                    offset: 0,
+                    limit: want,
+                };
+                let listing = crate::directory::local_page(registry, node, &query, after.as_ref());
+                AllAnswer::Clients {
+                    total: listing.total,
+                    sessions: listing.page.iter().map(|l| l.client.session()).collect(),
+                    clients: listing
+                        .page
+                        .iter()
+                        .map(|listed| ClientView::listed(listed, node))
+                        .collect(),
+                    more: listing.more,
+                }
             }
-        }
-        AllCall::Broadcast { id, message } => {
-            reached(tokio::task::spawn_blocking(move || registry.broadcast_as(id, &message)).await)
-        }
-        AllCall::GroupSend { id, group, message } => reached(
-            tokio::task::spawn_blocking(move || registry.send_to_group_as(id, &group, &message))
+            AllCall::Groups { prefix } => {
+                let (_, groups) = registry.group_page(&prefix, 0, usize::MAX);
+                AllAnswer::Groups {
+                    groups: groups
+                        .into_iter()
+                        .map(|(name, members)| (name.to_string(), members))
+                        .collect(),
+                }
+            }
+            AllCall::GroupMembers { group, want } => {
+                let (total, page) = registry.group_members(&group, 0, want);
+                AllAnswer::Clients {
+                    total,
+                    sessions: page.iter().map(|l| l.client.session()).collect(),
+                    clients: page
+                        .iter()
+                        .map(|listed| ClientView::listed(listed, node))
+                        .collect(),
+                    more: total > want,
+                }
+            }
+            // Deliveries to every client run off the runtime.
+            waits @ (AllCall::Broadcast { .. } | AllCall::GroupSend { .. }) => return Err(waits),
+        })
+    }
+
+    async fn later(self, membership: Arc<Membership>) -> AllAnswer {
+        let registry = membership.registry.clone();
+        match self {
+            AllCall::Broadcast { id, message } => reached(
+                tokio::task::spawn_blocking(move || registry.broadcast_as(id, &message)).await,
+            ),
+            AllCall::GroupSend { id, group, message } => reached(
+                tokio::task::spawn_blocking(move || {
+                    registry.send_to_group_as(id, &group, &message)
+                })
                 .await,
-        ),
-        AllCall::Groups { prefix } => {
-            let (_, groups) = registry.group_page(&prefix, 0, usize::MAX);
-            AllAnswer::Groups {
-                groups: groups
-                    .into_iter()
-                    .map(|(name, members)| (name.to_string(), members))
-                    .collect(),
-            }
-        }
-        AllCall::GroupMembers { group, want } => {
-            let (total, page) = registry.group_members(&group, 0, want);
-            AllAnswer::Clients {
-                total,
-                sessions: page.iter().map(|l| l.client.session()).collect(),
-                clients: page
-                    .iter()
-                    .map(|listed| ClientView::listed(listed, &node))
-                    .collect(),
-                more: total > want,
-            }
+            ),
+            // Answered at once, never here; answered all the same.
+            at_once => at_once
+                .at_once(&membership)
+                .unwrap_or(AllAnswer::Groups { groups: Vec::new() }),
         }
     }
 }
