@@ -166,26 +166,11 @@ impl Inbox {
             self.to_batch(batch, node, || Content::NoResponders);
             return;
         }
-        let whole = match chunked {
-            None => message.payload,
-            Some(id) => {
-                let chunk = header(&message, CHUNK_HEADER).map(str::to_owned);
-                let mut state = self.state();
-                let Some(waiting) = state.calls.get_mut(&id) else {
-                    return;
-                };
-                let from = node.as_deref().unwrap_or_default();
-                match waiting.chunks.add(from, chunk.as_deref(), message.payload) {
-                    None => return,
-                    Some(Ok(whole)) => whole,
-                    Some(Err(detail)) => {
-                        let content = Content::Unreadable(detail);
-                        waiting.deliver.send(Arrival { node, content });
-                        return;
-                    }
-                }
-            }
-        };
+        if let Some(id) = chunked {
+            self.add_chunk(id, node, &message);
+            return;
+        }
+        let whole = message.payload;
         match wire::decode_answers(&whole) {
             Ok(Answers::Each(replies)) => {
                 let mut state = self.state();
@@ -205,6 +190,23 @@ impl Inbox {
             }
             Err(detail) => self.to_batch(batch, node, || Content::Unreadable(detail.clone())),
         }
+    }
+
+    /// Adds a chunk of call `id`'s answer; once it is whole, hands the bare
+    /// reply to the call unread (a big answer is parsed once, by its call).
+    fn add_chunk(&self, id: u64, node: Option<String>, message: &Message) {
+        let chunk = header(message, CHUNK_HEADER);
+        let mut state = self.state();
+        let Some(waiting) = state.calls.get_mut(&id) else {
+            return;
+        };
+        let from = node.as_deref().unwrap_or_default();
+        let content = match waiting.chunks.add(from, chunk, message.payload.clone()) {
+            None => return,
+            Some(Ok(whole)) => Content::Reply(whole),
+            Some(Err(detail)) => Content::Unreadable(detail),
+        };
+        waiting.deliver.send(Arrival { node, content });
     }
 
     /// Gives each waiting call of request message `batch` what `content` makes.

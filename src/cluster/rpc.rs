@@ -30,7 +30,7 @@ use super::epoch_millis;
 use super::inbox::{Arrival, Content, Expects, Inbox, Replies};
 use super::outgoing::{self, Outgoing};
 use super::wire::{
-    self, CALL_ROOM, CHUNK_HEADER, CallOut, Decoded, MESSAGE_ROOM, NODE_HEADER, Pack, Reply,
+    self, Answer, CALL_ROOM, CHUNK_HEADER, CallOut, Decoded, MESSAGE_ROOM, NODE_HEADER, Pack, Reply,
 };
 
 pub use super::wire::{MAX_REPLY_BYTES, Refusal, VERSION};
@@ -399,7 +399,7 @@ impl<Req: DeserializeOwned> Server<Req> {
 
     /// Adds an encoded answer to the reply message for its asker, sending that
     /// message first if the answer would not fit, and after if it is full.
-    async fn pack(&mut self, reply: Replier, answer: Vec<u8>) -> Result<(), RpcError> {
+    async fn pack(&mut self, reply: Replier, answer: Answer) -> Result<(), RpcError> {
         let Some(to) = reply.to.clone() else {
             return Ok(()); // published without a reply subject: nobody waits
         };
@@ -485,7 +485,7 @@ impl<Req: DeserializeOwned> Server<Req> {
                 Err(detail) => {
                     stats.refused_malformed.fetch_add(1, Ordering::Relaxed);
                     let refusal: Reply<()> = Reply::Error(Refusal::new("bad_request", detail));
-                    let packed = match wire::encode_answer(call.id, &refusal) {
+                    let packed = match Answer::encode(call.id, &refusal) {
                         Ok(answer) => self.pack(reply, answer).await,
                         Err(err) => Err(RpcError::Broker(err.to_string())),
                     };
@@ -545,49 +545,45 @@ impl Replier {
         self.send_encoded(answer, refused).await
     }
 
-    /// The answer as it goes in a reply message, or a `too_large` refusal in
-    /// its place (and the error to report) when it is over [`MAX_REPLY_BYTES`].
+    /// The answer, or a `too_large` refusal in its place (and the error to
+    /// report) when it is over [`MAX_REPLY_BYTES`].
     fn encode<Resp: Serialize>(
         &self,
         response: &Resp,
-    ) -> Result<(Vec<u8>, Option<RpcError>), RpcError> {
-        let answer = wire::encode_answer(self.id, &Reply::Ok(response))
+    ) -> Result<(Answer, Option<RpcError>), RpcError> {
+        let answer = Answer::encode(self.id, &Reply::Ok(response))
             .map_err(|err| RpcError::Broker(format!("reply does not encode: {err}")))?;
-        if answer.len() <= MAX_REPLY_BYTES {
+        if answer.reply.len() <= MAX_REPLY_BYTES {
             return Ok((answer, None));
         }
         let err = RpcError::TooLarge {
             what: "reply",
-            bytes: answer.len(),
+            bytes: answer.reply.len(),
             max: MAX_REPLY_BYTES,
         };
         let refusal: Reply<()> = Reply::Error(Refusal::new("too_large", err.to_string()));
-        let refused = wire::encode_answer(self.id, &refusal)
+        let refused = Answer::encode(self.id, &refusal)
             .map_err(|err| RpcError::Broker(format!("refusal does not encode: {err}")))?;
         Ok((refused, Some(err)))
     }
 
-    /// Sends one encoded answer alone: in one message if it fits, else in
-    /// chunks to the call's own subject; then reports `refused`, if any.
-    async fn send_encoded(
-        self,
-        answer: Vec<u8>,
-        refused: Option<RpcError>,
-    ) -> Result<(), RpcError> {
+    /// Sends one answer alone: in a reply message of its own if it fits, else
+    /// its bare reply in chunks to the call's own subject; then reports
+    /// `refused`, if any.
+    async fn send_encoded(self, answer: Answer, refused: Option<RpcError>) -> Result<(), RpcError> {
         let Some(to) = self.to else {
             return Ok(()); // published without a reply subject: nobody waits
         };
-        let mut pack = Pack::new();
-        pack.push(&answer);
-        let payload = pack.finish();
         let max = self.rpc.max_message();
-        if payload.len() <= max {
-            self.rpc.publish(to, self.sign, payload).await?;
+        let mut pack = Pack::new();
+        if pack.size_with(&answer) <= max {
+            pack.push(&answer);
+            self.rpc.publish(to, self.sign, pack.finish()).await?;
             return refused.map_or(Ok(()), Err);
         }
         let subject = format!("{to}.{}", self.id);
         let client = self.rpc.shared.broker.client();
-        for (chunk, bytes) in wire::chunks(payload, max) {
+        for (chunk, bytes) in wire::chunks(Bytes::from(answer.reply), max) {
             let mut headers = HeaderMap::new();
             if self.sign {
                 headers.insert(NODE_HEADER, self.rpc.shared.node_id.as_str());
