@@ -385,6 +385,14 @@ async fn a_request_reaches_its_node_and_a_big_answer_comes_back_whole() {
     let reply: String = asker.request("b-1", &echo("hi"), PATIENCE).await.unwrap();
     assert_eq!(reply, "b-1: hi");
 
+    // Over what is packed with other answers, under one message: sent bare, alone.
+    let sizable = Echo {
+        text: "0123456789".to_owned(),
+        times: 10_000,
+    };
+    let reply: String = asker.request("b-1", &sizable, PATIENCE).await.unwrap();
+    assert_eq!(reply.len(), "b-1: ".len() + 100_000);
+
     // Three times the broker's payload limit: sent in chunks, received whole.
     let big = Echo {
         text: "0123456789".to_owned(),

@@ -404,7 +404,7 @@ impl<Req: DeserializeOwned> Server<Req> {
             return Ok(()); // published without a reply subject: nobody waits
         };
         let max = self.rpc.max_message();
-        if Pack::new().size_with(&answer) > max {
+        if goes_alone(&answer, max) {
             return reply.send_encoded(answer, None).await;
         }
         let at = self.pack_for(&to);
@@ -567,16 +567,16 @@ impl Replier {
         Ok((refused, Some(err)))
     }
 
-    /// Sends one answer alone: in a reply message of its own if it fits, else
-    /// its bare reply in chunks to the call's own subject; then reports
-    /// `refused`, if any.
+    /// Sends one answer alone: a small one in a reply message of its own, a
+    /// big one bare (in chunks if need be) to the call's own subject; then
+    /// reports `refused`, if any.
     async fn send_encoded(self, answer: Answer, refused: Option<RpcError>) -> Result<(), RpcError> {
         let Some(to) = self.to else {
             return Ok(()); // published without a reply subject: nobody waits
         };
         let max = self.rpc.max_message();
-        let mut pack = Pack::new();
-        if pack.size_with(&answer) <= max {
+        if !goes_alone(&answer, max) {
+            let mut pack = Pack::new();
             pack.push(&answer);
             self.rpc.publish(to, self.sign, pack.finish()).await?;
             return refused.map_or(Ok(()), Err);
@@ -598,6 +598,12 @@ impl Replier {
         }
         refused.map_or(Ok(()), Err)
     }
+}
+
+/// Whether `answer` goes bare to its call's own subject rather than in a
+/// reply message: too big to share one, or to fit one.
+fn goes_alone(answer: &Answer, max: usize) -> bool {
+    answer.reply.len() > wire::PACKED_MAX || Pack::new().size_with(answer) > max
 }
 
 /// `value` if it can be one token of a subject.

@@ -16,10 +16,11 @@
 //! or `{"error":<refusal>}` when the node refuses the whole message (another
 //! version, not a batch of calls). A reply names its node in header
 //! `Tcphub-Node` when the request went to every node (its asker tells the
-//! answers apart by it). An answer too big for one message goes alone: its
-//! bare reply (`{"ok":<response>}`), cut in n > 1 chunks, to
-//! `<reply subject>.<id>`, with `Tcphub-Chunk: <i>/<n>` on each (i from 0),
-//! in order.
+//! answers apart by it). An answer over [`PACKED_MAX`] (a listing) goes
+//! alone, its bare reply (`{"ok":<response>}`) to `<reply subject>.<id>`, so
+//! that the asker passes it to its call unread; one too big for a message is
+//! cut in n > 1 chunks with `Tcphub-Chunk: <i>/<n>` on each (i from 0), in
+//! order.
 
 use std::collections::HashMap;
 
@@ -167,6 +168,8 @@ impl Refusal {
     }
 }
 
+/// The largest reply packed with others; a bigger one goes alone.
+pub(crate) const PACKED_MAX: usize = 64 * 1024;
 /// The bytes of an answer in a reply message around its reply, at most.
 const ANSWER_ROOM: usize = 40;
 
