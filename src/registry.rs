@@ -373,6 +373,11 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Whether `client`'s connection is still registered (not ended).
+    pub fn is_connected(&self, client: &Client) -> bool {
+        self.lock().by_session.contains_key(&client.session)
+    }
+
     /// The live client named `name`, if session `session` still holds it.
     pub fn holder(&self, name: &str, session: u64) -> Option<Arc<Client>> {
         self.get(name).filter(|client| client.session == session)

@@ -76,6 +76,14 @@ impl Membership {
         if client.name().as_deref() == Some(name) {
             return Ok(());
         }
+        // A connection that ended while its claim waited for its turn (its
+        // client gave up and reconnected, maybe to another node) claims
+        // nothing: its write could only take the name from the connection
+        // that followed it.
+        if !self.registry.is_connected(client) {
+            debug!(%name, session = client.session(), "claim dropped: the connection ended first");
+            return Err(SyncError::Closing);
+        }
         let me = Holder::new(&self.node.id, client.session());
         let revision = self.write_claim(name, &me).await?;
         // The table write and the local registration must agree: a newer claim

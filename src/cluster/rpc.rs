@@ -385,8 +385,8 @@ impl<Req: DeserializeOwned> Server<Req> {
 
     /// Answers a call with `response`, in one reply message with the other
     /// answers ready for the same asker: sent when the server next waits for
-    /// calls, or sooner when the message is full. An answer too big for one
-    /// message goes alone, as [`Replier::send`] sends it.
+    /// calls, or sooner when the message is full. A big answer (a listing)
+    /// goes alone, at once, as [`Replier::send`] sends it.
     pub async fn answer<Resp: Serialize>(
         &mut self,
         reply: Replier,
