@@ -23,6 +23,7 @@
 //! order.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 
 use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
@@ -223,10 +224,8 @@ impl Pack {
         if self.answers > 0 {
             self.bytes.push(b',');
         }
-        self.bytes.extend_from_slice(br#"{"id":"#);
-        self.bytes
-            .extend_from_slice(answer.id.to_string().as_bytes());
-        self.bytes.extend_from_slice(br#","reply":"#);
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.bytes, r#"{{"id":{},"reply":"#, answer.id);
         self.bytes.extend_from_slice(&answer.reply);
         self.bytes.push(b'}');
         self.answers += 1;
