@@ -10,9 +10,13 @@ use std::time::Duration;
 
 use common::nats::NatsServer;
 use common::{TestClient, TestHub};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tcphub::Config;
 use tcphub::cluster::ClusterSettings;
+use tcphub::cluster::broker::{Broker, BrokerOptions};
+use tcphub::cluster::names::{Holder, Names};
+use tcphub::cluster::nodes::{NodeRecord, Nodes};
 use tcphub::config::DuplicateNames;
 use tokio::time::{Instant, sleep};
 
@@ -208,6 +212,56 @@ async fn listings_page_through_every_node_once() {
         let (_, prefixed) = hub.get("/clients?prefix=b-").await;
         assert_eq!(prefixed["total"], 4);
     }
+}
+
+#[tokio::test]
+async fn a_name_held_by_a_node_of_another_protocol_version_is_503_cluster_unavailable() {
+    let server = NatsServer::start();
+    let a = node(&server, "a", Config::default()).await;
+    // A node of another release: live in the node table, holding `device-1`,
+    // and refusing every call of this version, as such a node does.
+    let options = BrokerOptions::new("newer", Duration::from_millis(500));
+    let broker = Broker::connect(&server.url(), options).await.unwrap();
+    let cluster = settings(&server);
+    let newer = "newer-00000001";
+    let record = NodeRecord {
+        id: newer.to_owned(),
+        name: "newer".to_owned(),
+        http_addr: "127.0.0.1:1".to_owned(),
+        started_at: 0,
+        clients: 1,
+    };
+    Nodes::open(&broker, &cluster)
+        .await
+        .unwrap()
+        .beat(&record)
+        .await
+        .unwrap();
+    let names = Names::open(&broker, &cluster).await.unwrap();
+    names
+        .create("device-1", &Holder::new(newer, 1))
+        .await
+        .unwrap();
+    let subject = format!("tcphub.{}.node.{newer}.rpc", cluster.cluster_name);
+    let mut calls = broker.client().subscribe(subject).await.unwrap();
+    broker.client().flush().await.unwrap();
+    let client = broker.client().clone();
+    tokio::spawn(async move {
+        let refusal = json!({"error": {"code": "unsupported_version",
+            "detail": "protocol version 2; this node speaks 3", "version": 3}});
+        while let Some(call) = calls.next().await {
+            if let Some(reply) = call.reply {
+                let bytes = serde_json::to_vec(&refusal).unwrap();
+                client.publish(reply, bytes.into()).await.unwrap();
+            }
+        }
+    });
+
+    let (status, body) = a
+        .post("/clients/device-1/send", json!({"message": "hi"}))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "cluster_unavailable", "{body}");
 }
 
 #[tokio::test]
