@@ -417,7 +417,7 @@ impl Registry {
         // Registered before the message can reach the client, so that no ack is missed.
         let wait = self.inner.acks.register(client.session, number, id);
         self.push_direct(client, wait.id(), message)?;
-        if !self.lock().by_session.contains_key(&client.session) {
+        if !self.is_connected(client) {
             // It left before the wait was registered; no disconnect will end it.
             wait.abandon();
         }
