@@ -21,6 +21,8 @@
 //!   [`http_server`]: the connections it is served on, their limits, and its end.
 //! - [`cluster`]: several hubs on one NATS broker acting as one, behind the
 //!   same directory.
+//! - [`control_plane`]: the thread the API and the cluster run on, apart from
+//!   the TCP clients.
 //! - [`webhooks`]: events POSTed in signed batches to configured URLs.
 //! - [`Hub`]: wires them together and runs both listeners until shutdown.
 //! - [`cli`]: the operator subcommands of the binary (tokens, a device client,
@@ -37,6 +39,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod control_plane;
 pub mod directory;
 pub mod events;
 pub mod fd_budget;
@@ -64,6 +67,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use cluster::Membership;
+use control_plane::ControlPlane;
 use directory::{Directory, Node};
 use http_server::HttpServer;
 
@@ -127,12 +131,12 @@ impl Hub {
             self.config.node_name.as_deref(),
             http.local_addr()?,
         ));
+        let control = ControlPlane::start()?;
         let directory = match &self.config.cluster {
             None => Directory::local(self.registry.clone(), node),
             Some(settings) => {
-                let membership = Membership::join(self.registry.clone(), node, settings.clone())
-                    .await
-                    .map_err(io::Error::other)?;
+                let joining = Membership::join(self.registry.clone(), node, settings.clone());
+                let membership = control.run(joining).await?.map_err(io::Error::other)?;
                 Directory::clustered(self.registry.clone(), membership)
             }
         };
@@ -155,7 +159,13 @@ impl Hub {
         }
         let state = api::AppState::new(directory, Arc::clone(&self.config));
         let limits = http_server::Limits::of(&self.config);
-        let mut http_server = HttpServer::start(http, tls, api::router(state.clone()), limits)?;
+        let mut http_server = HttpServer::start(
+            http,
+            tls,
+            api::router(state.clone()),
+            limits,
+            control.handle(),
+        )?;
 
         shutdown.cancelled().await;
         // The whole drain, HTTP included, ends by then.

@@ -106,14 +106,14 @@ fn record_panics() {
 
 /// Fails if a thread of this test's hub panicked: this test's own thread (its
 /// in-process runtime runs the hub's tasks, whose panics tokio would catch),
-/// the HTTP thread or the database writer. Other tests' failures are theirs.
+/// the control plane (HTTP and cluster) or the database writer. Other tests' failures are theirs.
 fn assert_the_hub_never_panicked() {
     let me = std::thread::current().name().unwrap_or("").to_owned();
     let panicked = PANICKED.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let ours: Vec<_> = panicked
         .iter()
         .filter(|thread| {
-            **thread == me || ["tcphub-http", "mailbox-writer"].contains(&thread.as_str())
+            **thread == me || ["tcphub-control", "mailbox-writer"].contains(&thread.as_str())
         })
         .collect();
     assert!(ours.is_empty(), "the hub panicked on {ours:?}");

@@ -2,8 +2,8 @@
 //! configured), caps them, times out slow request heads and idle keep-alive
 //! connections, and ends in bounded time.
 //!
-//! It runs on its own thread and single-threaded runtime, so API requests never
-//! wait in a run queue behind busy TCP connection tasks. Past
+//! It runs on the control plane's thread ([`crate::control_plane`]), so API
+//! requests never wait in a run queue behind busy TCP connection tasks. Past
 //! `--max-http-connections`, new connections are closed at once (before any
 //! TLS handshake): answering them would cost the memory the cap protects.
 //!
@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
@@ -77,20 +78,18 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Serves `app` on `listener` from a thread of its own.
+    /// Serves `app` on `listener` from the runtime of `control`.
     pub fn start(
         listener: TcpListener,
         tls: Option<TlsAcceptor>,
         app: Router,
         limits: Limits,
+        control: &Handle,
     ) -> io::Result<HttpServer> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        // The listener moves to the server's runtime: a tokio socket belongs
-        // to the runtime that registered it.
+        // The listener moves to the control plane's runtime: a tokio socket
+        // belongs to the runtime that registered it.
         let listener = {
-            let _entered = runtime.enter();
+            let _entered = control.enter();
             TcpListener::from_std(listener.into_std()?)?
         };
         let (stop, cut) = (CancellationToken::new(), CancellationToken::new());
@@ -105,12 +104,10 @@ impl HttpServer {
             cut: cut.clone(),
             cut_short: AtomicUsize::new(0),
         });
-        std::thread::Builder::new()
-            .name("tcphub-http".into())
-            .spawn(move || {
-                let cut_short = runtime.block_on(accept_loop(listener, tls, shared));
-                let _ = report.send(cut_short);
-            })?;
+        control.spawn(async move {
+            let cut_short = accept_loop(listener, tls, shared).await;
+            let _ = report.send(cut_short);
+        });
         Ok(HttpServer {
             stop,
             cut,
@@ -130,7 +127,7 @@ impl HttpServer {
     pub async fn closed_by(&mut self, deadline: Instant) -> io::Result<bool> {
         if self.ended.is_none() {
             match timeout_at(deadline, &mut self.done).await {
-                Ok(ended) => self.ended = Some(ended.map_err(thread_ended)?),
+                Ok(ended) => self.ended = Some(ended.map_err(ended_unreported)?),
                 Err(_) => return Ok(false),
             }
         }
@@ -143,13 +140,13 @@ impl HttpServer {
         self.cut.cancel();
         match self.ended {
             Some(cut_short) => Ok(cut_short),
-            None => (&mut self.done).await.map_err(thread_ended),
+            None => (&mut self.done).await.map_err(ended_unreported),
         }
     }
 }
 
-fn thread_ended(_: oneshot::error::RecvError) -> io::Error {
-    io::Error::other("the HTTP server's thread ended without a report")
+fn ended_unreported(_: oneshot::error::RecvError) -> io::Error {
+    io::Error::other("the HTTP server ended without a report")
 }
 
 impl Drop for HttpServer {
