@@ -504,6 +504,45 @@ async fn a_broker_restart_keeps_local_sends_and_the_names_come_back() {
     assert_eq!(device.recv().await["message"], "back");
 }
 
+/// A broker back without its storage (replaced, or its disk lost) has lost
+/// the stored messages, but not the mailbox: the stream and the table of
+/// what each name was given come back, so a message kept until acked and
+/// delivered twice is marked `redelivered` the second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_back_without_its_storage_keeps_marking_redeliveries() {
+    let mut server = NatsServer::start();
+    let [a, b, _c] = three_nodes(&server, Config::default()).await;
+    let reconciled = a.registry.metrics().cluster_reconciliations.get();
+    server.restart_without_storage();
+    // Reconnected and reconciled: a store now reaches the new broker.
+    let deadline = Instant::now() + PATIENCE;
+    while a.registry.metrics().cluster_reconciliations.get() == reconciled {
+        assert!(Instant::now() < deadline, "a never reconciled");
+        sleep(Duration::from_millis(50)).await;
+    }
+    let (status, kept) = a
+        .post(
+            "/clients/dev-4/send?ttl=60&until=ack",
+            json!({"message": "keep me"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{kept}");
+    assert_eq!(kept["stored"], true);
+
+    let mut first = TestClient::synced(&b, "dev-4").await;
+    assert_eq!(
+        first.recv().await,
+        stored_frame(&kept["id"], json!("keep me"))
+    );
+    first.close().await;
+    wait_until(&a, "/clients", |list| list["total"] == 0).await;
+
+    let mut second = TestClient::synced(&a, "dev-4").await;
+    let mut want = stored_frame(&kept["id"], json!("keep me"));
+    want["redelivered"] = json!(true);
+    assert_eq!(second.recv().await, want);
+}
+
 /// A node run as its own process, for the faults a process in this one cannot have.
 struct NodeProcess {
     child: tokio::process::Child,

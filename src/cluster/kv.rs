@@ -1,6 +1,7 @@
 //! What the cluster's key-value buckets share: opening a bucket (created if
 //! absent), recreating it when it vanished (a broker restarted without its
-//! storage, which is what memory storage means), and one error type.
+//! storage: always for memory storage, and for file storage when the
+//! broker's data went with it), and one error type.
 //!
 //! A bucket is created again as soon as the broker is back, and also by any
 //! operation that finds it gone before that.
@@ -8,8 +9,9 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::kv::{Config, Store, UpdateError, UpdateErrorKind};
-use async_nats::jetstream::{self, stream::StorageType};
+use async_nats::jetstream::stream::StorageType;
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
 use tracing::warn;
@@ -40,7 +42,7 @@ pub enum KvError {
     },
 }
 
-/// One bucket, in memory storage, and how to create it again.
+/// One bucket, and how to create it again.
 #[derive(Debug)]
 pub(crate) struct Bucket {
     js: jetstream::Context,
@@ -49,13 +51,14 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
-    /// Opens bucket `name` with `history` values per key, `replicas` copies
-    /// and entries expiring after `max_age` (zero: never), creating it if absent.
-    /// Every operation on it gives up after `timeout`. It is created again
-    /// whenever the broker comes back, for as long as the bucket is in use.
+    /// Opens bucket `name` (one value per key, `replicas` copies, entries
+    /// expiring after `max_age`, zero: never) in `storage`, creating it if
+    /// absent. Every operation on it gives up after `timeout`. It is created
+    /// again whenever the broker comes back, for as long as it is in use.
     pub(crate) async fn open(
         broker: &Broker,
         name: String,
+        storage: StorageType,
         replicas: usize,
         max_age: Duration,
         timeout: Duration,
@@ -64,7 +67,7 @@ impl Bucket {
             bucket: name,
             history: 1,
             max_age,
-            storage: StorageType::Memory,
+            storage,
             num_replicas: replicas,
             ..Config::default()
         };

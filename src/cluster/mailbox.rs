@@ -15,10 +15,10 @@
 //! it moves [`Letter`]s.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::kv::{self, Store as KvStore};
 use async_nats::jetstream::stream::{
     Config as StreamConfig, DirectGetErrorKind, DiscardPolicy, StorageType, Stream,
 };
@@ -29,6 +29,7 @@ use serde_json::Value;
 
 use super::ClusterSettings;
 use super::broker::Broker;
+use super::kv::Bucket;
 use super::names::{decode_key, encode_key};
 use crate::mailbox::StoreError;
 
@@ -73,7 +74,7 @@ pub(crate) struct SharedStore {
     js: jetstream::Context,
     config: StreamConfig,
     stream: Stream,
-    seen: KvStore,
+    seen: Arc<Bucket>,
     prefix: String,
     limits: Limits,
 }
@@ -106,21 +107,18 @@ impl SharedStore {
             .get_or_create_stream(config.clone())
             .await
             .map_err(|err| format!("stream {}: {err}", config.name))?;
-        let seen_config = kv::Config {
-            bucket: format!("tcphub_{cluster}_mailbox_seen"),
-            history: 1,
-            max_age: limits.max_ttl,
-            storage: StorageType::File,
-            num_replicas: settings.kv_replicas,
-            ..kv::Config::default()
-        };
-        let seen = match js.create_key_value(seen_config.clone()).await {
-            Ok(store) => store,
-            Err(created) => js
-                .get_key_value(seen_config.bucket.clone())
-                .await
-                .map_err(|_| format!("bucket {}: {created}", seen_config.bucket))?,
-        };
+        // Recreated when the broker comes back without it, as the stream is
+        // when a store finds it gone.
+        let seen = Bucket::open(
+            broker,
+            format!("tcphub_{cluster}_mailbox_seen"),
+            StorageType::File,
+            settings.kv_replicas,
+            limits.max_ttl,
+            settings.rpc_timeout,
+        )
+        .await
+        .map_err(|err| err.to_string())?;
         Ok(SharedStore {
             js,
             config,
@@ -233,7 +231,16 @@ impl SharedStore {
             .filter(self.subject(name))
             .await
             .map_err(|err| err.to_string())?;
-        let _ = self.seen.purge(encode_key(name)).await;
+        let key = encode_key(name);
+        let _ = (self.seen)
+            .retrying(
+                |store| {
+                    let key = key.clone();
+                    async move { store.purge(key).await }
+                },
+                |_| false,
+            )
+            .await;
         Ok(purged.purged)
     }
 
@@ -270,7 +277,17 @@ impl SharedStore {
 
     /// The highest sequence of `name` a session was given.
     pub(crate) async fn seen(&self, name: &str) -> u64 {
-        match self.seen.get(encode_key(name)).await {
+        let key = encode_key(name);
+        let value = (self.seen)
+            .retrying(
+                |store| {
+                    let key = key.clone();
+                    async move { store.get(key).await }
+                },
+                |_| false,
+            )
+            .await;
+        match value {
             Ok(Some(value)) => std::str::from_utf8(&value)
                 .ok()
                 .and_then(|text| text.parse().ok())
@@ -281,11 +298,17 @@ impl SharedStore {
 
     /// Notes that a session of `name` was given everything up to `seq`.
     pub(crate) async fn mark_seen(&self, name: &str, seq: u64) {
-        if let Err(err) = self
-            .seen
-            .put(encode_key(name), Bytes::from(seq.to_string()))
-            .await
-        {
+        let (key, value) = (encode_key(name), Bytes::from(seq.to_string()));
+        let marked = (self.seen)
+            .retrying(
+                |store| {
+                    let (key, value) = (key.clone(), value.clone());
+                    async move { store.put(key, value).await }
+                },
+                |_| false,
+            )
+            .await;
+        if let Err(err) = marked {
             // Only the `redelivered` mark of a later delivery depends on it.
             tracing::debug!(%err, "mailbox seen mark not written");
         }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::kv::{CreateErrorKind, EntryErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::stream::StorageType;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -96,6 +97,7 @@ impl Names {
         let bucket = Bucket::open(
             broker,
             format!("tcphub_{}_names", settings.cluster_name),
+            StorageType::Memory,
             settings.kv_replicas,
             Duration::ZERO,
             settings.rpc_timeout,

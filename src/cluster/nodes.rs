@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_nats::jetstream::kv::{EntryErrorKind, Operation, PutErrorKind};
+use async_nats::jetstream::stream::StorageType;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,7 @@ impl Nodes {
         let bucket = Bucket::open(
             broker,
             format!("tcphub_{}_nodes", settings.cluster_name),
+            StorageType::Memory,
             settings.kv_replicas,
             settings.node_ttl,
             settings.rpc_timeout,

@@ -1,6 +1,6 @@
 //! A real `nats-server` with JetStream for the cluster tests: started on a
 //! free loopback port (read back from its ports file), restartable on the same
-//! port and storage dir, pausable with SIGSTOP, killed when dropped.
+//! port with its storage dir or without, pausable with SIGSTOP, killed when dropped.
 //!
 //! The binary is `$NATS_SERVER_BIN`, else `nats-server` on PATH; without one
 //! the test fails (it never skips): `eval "$(scripts/nats-servers.sh)"`
@@ -54,6 +54,19 @@ impl NatsServer {
     /// storage dir; memory-stored streams are gone, as after any crash.
     pub fn restart(&mut self) {
         self.kill();
+        self.start_again();
+    }
+
+    /// Kills the server and starts it again on the same port with an empty
+    /// storage dir: a broker replaced, or one whose disk was lost, with
+    /// every stream and bucket.
+    pub fn restart_without_storage(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(self.dir.join("store")).expect("remove the storage dir");
+        self.start_again();
+    }
+
+    fn start_again(&mut self) {
         self.child = Some(spawn(&self.bin, &self.dir, Some(self.port)));
         assert_eq!(
             self.wait_for_port(),
