@@ -436,10 +436,10 @@ fn on_sync(
         Claiming::Pending(claiming) => {
             // The name table is a round trip away: the connection goes on
             // reading meanwhile, and the `welcome` follows the claim.
-            let (directory, client) = (directory.clone(), Arc::clone(client));
-            tokio::spawn(async move {
+            let (finishing, client) = (directory.clone(), Arc::clone(client));
+            directory.spawn_claiming(async move {
                 let outcome = claiming.await;
-                named.finish(&directory, &client, outcome);
+                named.finish(&finishing, &client, outcome);
             });
         }
     }

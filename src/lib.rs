@@ -135,6 +135,8 @@ impl Hub {
         let directory = match &self.config.cluster {
             None => Directory::local(self.registry.clone(), node),
             Some(settings) => {
+                // Joined on the control plane, where the tasks it starts run:
+                // the API's calls to other nodes never cross threads.
                 let joining = Membership::join(self.registry.clone(), node, settings.clone());
                 let membership = control.run(joining).await?.map_err(io::Error::other)?;
                 Directory::clustered(self.registry.clone(), membership)

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::future::Shared;
+use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -92,6 +93,8 @@ pub struct Membership {
     pub(super) claim_slots: Semaphore,
     /// Cancelled when the node leaves: its tasks end.
     pub(super) stop: CancellationToken,
+    /// The runtime the node joined from, where its broker connection lives.
+    home: Handle,
 }
 
 impl Membership {
@@ -136,6 +139,7 @@ impl Membership {
             superseded: Mutex::default(),
             claim_slots: Semaphore::new(CLAIMS_IN_FLIGHT),
             stop: CancellationToken::new(),
+            home: Handle::current(),
         });
         answer::start(&membership).await?;
         liveness::beat_once(&membership).await;
@@ -154,6 +158,13 @@ impl Membership {
     /// This node's identity.
     pub fn node(&self) -> &Arc<Node> {
         &self.node
+    }
+
+    /// Runs `task` on the runtime this node joined from, where its broker
+    /// connection lives: a task of several round trips with the broker (a
+    /// claim) then crosses no thread between them.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.home.spawn(task);
     }
 
     /// Whether the broker is reachable now.

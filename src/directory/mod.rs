@@ -123,7 +123,7 @@ pub struct Sent {
 pub enum Claiming {
     /// Decided.
     Done(Result<(), SyncError>),
-    /// To be awaited, off the connection task.
+    /// To be awaited off the connection task, with [`Directory::spawn_claiming`].
     Pending(Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send>>),
 }
 
@@ -188,6 +188,15 @@ impl Directory {
             Some(cluster) => Claiming::Pending(Box::pin(
                 Arc::clone(cluster).claim_with_mail(Arc::clone(client), name.to_owned()),
             )),
+        }
+    }
+
+    /// Runs `task`, which awaits a [`Claiming::Pending`] claim, where the
+    /// cluster's broker round trips run (see [`Membership::spawn`]).
+    pub fn spawn_claiming(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match &self.parts.cluster {
+            Some(cluster) => cluster.spawn(task),
+            None => drop(tokio::spawn(task)),
         }
     }
 
