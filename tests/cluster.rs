@@ -520,27 +520,7 @@ async fn a_broker_back_without_its_storage_keeps_marking_redeliveries() {
         assert!(Instant::now() < deadline, "a never reconciled");
         sleep(Duration::from_millis(50)).await;
     }
-    let (status, kept) = a
-        .post(
-            "/clients/dev-4/send?ttl=60&until=ack",
-            json!({"message": "keep me"}),
-        )
-        .await;
-    assert_eq!(status, 202, "{kept}");
-    assert_eq!(kept["stored"], true);
-
-    let mut first = TestClient::synced(&b, "dev-4").await;
-    assert_eq!(
-        first.recv().await,
-        stored_frame(&kept["id"], json!("keep me"))
-    );
-    first.close().await;
-    wait_until(&a, "/clients", |list| list["total"] == 0).await;
-
-    let mut second = TestClient::synced(&a, "dev-4").await;
-    let mut want = stored_frame(&kept["id"], json!("keep me"));
-    want["redelivered"] = json!(true);
-    assert_eq!(second.recv().await, want);
+    redelivered_until_acked(&a, &b, &a, "dev-4").await;
 }
 
 /// A node run as its own process, for the faults a process in this one cannot have.
@@ -1034,31 +1014,45 @@ async fn a_message_stored_through_one_node_reaches_the_name_on_another() {
     assert_eq!(delivered, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn until_ack_is_redelivered_on_another_node_until_acked() {
-    let server = NatsServer::start();
-    let [a, b, c] = three_nodes(&server, Config::default()).await;
-    let (status, kept) = a
+/// Stores a message for `name` through `store` until acked; a device named
+/// `name` gets it on `first`, leaves without acking, and gets it again on
+/// `again`, marked `redelivered`. That device, still connected, and the
+/// answer to the store.
+async fn redelivered_until_acked(
+    store: &TestHub,
+    first: &TestHub,
+    again: &TestHub,
+    name: &str,
+) -> (TestClient, Value) {
+    let (status, kept) = store
         .post(
-            "/clients/dev-2/send?ttl=60&until=ack",
+            &format!("/clients/{name}/send?ttl=60&until=ack"),
             json!({"message": "keep me"}),
         )
         .await;
     assert_eq!(status, 202, "{kept}");
     assert_eq!(kept["stored"], true);
 
-    let mut first = TestClient::synced(&b, "dev-2").await;
+    let mut device = TestClient::synced(first, name).await;
     assert_eq!(
-        first.recv().await,
+        device.recv().await,
         stored_frame(&kept["id"], json!("keep me"))
     );
-    first.close().await;
-    wait_until(&a, "/clients", |list| list["total"] == 0).await;
+    device.close().await;
+    wait_until(store, "/clients", |list| list["total"] == 0).await;
 
-    let mut second = TestClient::synced(&c, "dev-2").await;
+    let mut device = TestClient::synced(again, name).await;
     let mut want = stored_frame(&kept["id"], json!("keep me"));
     want["redelivered"] = json!(true);
-    assert_eq!(second.recv().await, want);
+    assert_eq!(device.recv().await, want);
+    (device, kept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn until_ack_is_redelivered_on_another_node_until_acked() {
+    let server = NatsServer::start();
+    let [a, b, c] = three_nodes(&server, Config::default()).await;
+    let (mut second, kept) = redelivered_until_acked(&a, &b, &c, "dev-2").await;
     second.send(&json!({"type": "ack", "id": kept["id"]})).await;
     for hub in [&a, &b, &c] {
         wait_until(hub, "/mailboxes/dev-2", |mailbox| mailbox["pending"] == 0).await;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::kv::Store as KvStore;
 use async_nats::jetstream::stream::{
     Config as StreamConfig, DirectGetErrorKind, DiscardPolicy, StorageType, Stream,
 };
@@ -231,15 +232,8 @@ impl SharedStore {
             .filter(self.subject(name))
             .await
             .map_err(|err| err.to_string())?;
-        let key = encode_key(name);
-        let _ = (self.seen)
-            .retrying(
-                |store| {
-                    let key = key.clone();
-                    async move { store.purge(key).await }
-                },
-                |_| false,
-            )
+        let _ = self
+            .on_seen(name, |store, key| async move { store.purge(key).await })
             .await;
         Ok(purged.purged)
     }
@@ -277,17 +271,8 @@ impl SharedStore {
 
     /// The highest sequence of `name` a session was given.
     pub(crate) async fn seen(&self, name: &str) -> u64 {
-        let key = encode_key(name);
-        let value = (self.seen)
-            .retrying(
-                |store| {
-                    let key = key.clone();
-                    async move { store.get(key).await }
-                },
-                |_| false,
-            )
-            .await;
-        match value {
+        let value = self.on_seen(name, |store, key| async move { store.get(key).await });
+        match value.await {
             Ok(Some(value)) => std::str::from_utf8(&value)
                 .ok()
                 .and_then(|text| text.parse().ok())
@@ -298,20 +283,31 @@ impl SharedStore {
 
     /// Notes that a session of `name` was given everything up to `seq`.
     pub(crate) async fn mark_seen(&self, name: &str, seq: u64) {
-        let (key, value) = (encode_key(name), Bytes::from(seq.to_string()));
-        let marked = (self.seen)
-            .retrying(
-                |store| {
-                    let (key, value) = (key.clone(), value.clone());
-                    async move { store.put(key, value).await }
-                },
-                |_| false,
-            )
-            .await;
-        if let Err(err) = marked {
+        let value = Bytes::from(seq.to_string());
+        let marked = self.on_seen(name, |store, key| {
+            let value = value.clone();
+            async move { store.put(key, value).await }
+        });
+        if let Err(err) = marked.await {
             // Only the `redelivered` mark of a later delivery depends on it.
             tracing::debug!(%err, "mailbox seen mark not written");
         }
+    }
+
+    /// Runs `op` on the seen table with `name`'s key; if it fails, creates
+    /// the table again (it may have vanished) and runs it once more.
+    async fn on_seen<T, E, Fut>(
+        &self,
+        name: &str,
+        op: impl Fn(KvStore, String) -> Fut,
+    ) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let key = encode_key(name);
+        self.seen
+            .retrying(|store| op(store, key.clone()), |_| false)
+            .await
     }
 }
 
