@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 #[derive(Debug)]
 pub struct ControlPlane {
     handle: Handle,
-    end: Option<oneshot::Sender<()>>,
+    /// Dropped with this, which ends the thread's wait and with it the runtime.
+    _end: oneshot::Sender<()>,
 }
 
 impl ControlPlane {
@@ -33,13 +34,10 @@ impl ControlPlane {
         std::thread::Builder::new()
             .name("tcphub-control".into())
             .spawn(move || {
-                // A dropped sender ends the wait as well as a sent ().
+                // Ends when the sender is dropped; the runtime goes with it.
                 let _ = runtime.block_on(ended);
             })?;
-        Ok(ControlPlane {
-            handle,
-            end: Some(end),
-        })
+        Ok(ControlPlane { handle, _end: end })
     }
 
     /// The runtime's handle, to spawn tasks on it or to register sockets with it.
@@ -58,14 +56,6 @@ impl ControlPlane {
             .spawn(future)
             .await
             .map_err(|err| io::Error::other(format!("the control plane's task failed: {err}")))
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        if let Some(end) = self.end.take() {
-            let _ = end.send(());
-        }
     }
 }
 
@@ -98,7 +88,10 @@ mod tests {
         let (_keep, never) = oneshot::channel::<()>();
         let pending = control.handle().spawn(never);
         drop(control);
-        let ended = pending.await.expect_err("the task was cancelled");
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), pending)
+            .await
+            .expect("the runtime ended")
+            .expect_err("the task was cancelled");
         assert!(ended.is_cancelled());
     }
 }

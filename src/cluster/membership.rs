@@ -163,7 +163,7 @@ impl Membership {
     /// Runs `task` on the runtime this node joined from, where its broker
     /// connection lives: a task of several round trips with the broker (a
     /// claim) then crosses no thread between them.
-    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.home.spawn(task);
     }
 
